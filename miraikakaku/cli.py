@@ -1,0 +1,175 @@
+"""The ``miraikakaku`` command line: ``train``, ``run``, ``serve`` and ``demo``.
+
+Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
+model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
+store, prints the summary and says how to start the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["main"]
+
+
+def _quiet_warnings() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="MiraiKakaku pipeline run", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    t.add_row("inputs", "\n".join(summary.inputs))
+    t.add_row("model", summary.model or "(none: --skip_inference)")
+    t.add_row("events read", f"{summary.events_read:,}")
+    t.add_row("bars stored", f"{summary.bars_stored:,}")
+    t.add_row("  of which flagged", f"{summary.flagged_bars:,}")
+    t.add_row("duplicates dropped", f"{summary.duplicates:,}"
+              + (f" ({summary.conflicting_duplicates:,} conflicting)"
+                 if summary.conflicting_duplicates else ""))
+    dl = summary.parse_dead_letters + summary.validation_dead_letters
+    t.add_row("dead-lettered", f"{dl:,}")
+    for reason, n in summary.dead_letters_by_reason.items():
+        t.add_row(f"  {reason}", f"{n:,}")
+    for flag, n in summary.flags_by_name.items():
+        t.add_row(f"flag {flag}", f"{n:,}")
+    t.add_row("instruments", f"{summary.instruments:,}")
+    t.add_row("LSTM windows", f"{summary.windows:,}")
+    t.add_row("predictions", f"{summary.predictions:,}")
+    if summary.inference_dead_letters:
+        t.add_row("inference dead letters", f"{summary.inference_dead_letters:,}")
+    t.add_row("alerts", f"{summary.alerts:,}")
+    if summary.late_events:
+        t.add_row("late events (stored, not in features)", f"{summary.late_events:,}")
+    t.add_row("wall time", f"{summary.wall_seconds:,.1f} s")
+    t.add_row("events per second", f"{summary.events_per_second:,.0f}")
+    t.add_row("reconciled (read = stored + dead-lettered + duplicates)",
+              "[green]yes[/green]" if summary.reconciled else "[red]NO[/red]")
+    t.add_row("store", summary.store_path)
+    Console().print(t)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from models.training import train
+
+    mv = train(args.input or None, epochs=args.epochs, units=args.units,
+               max_train_examples=args.max_examples, progress=True)
+    val = mv.metadata.get("validation", {})
+    print(f"saved model {mv.name} version {mv.version} at {mv.path}")
+    if val:
+        print("validation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in val.items()))
+    return 0
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    from pipelines.prices import PriceOptions
+
+    parser = argparse.ArgumentParser(
+        prog="miraikakaku run",
+        description="Run the price pipeline (Beam). Any other Beam pipeline option "
+                    "(--runner, --streaming, --project, ...) is passed through.")
+    PriceOptions._add_argparse_args(parser)
+    parser.add_argument("--runner", default="DirectRunner",
+                        help="Beam runner. Default: DirectRunner.")
+    parser.add_argument("--no-progress", action="store_true", help="No live progress display.")
+    return parser
+
+
+def _cmd_run(argv: Sequence[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        _run_parser().print_help()
+        return 0
+    from pipelines.prices import run
+
+    progress = "--no-progress" not in argv
+    argv = [a for a in argv if a != "--no-progress"]
+    summary = run(argv, progress=progress and sys.stdout.isatty())
+    _print_summary(summary)
+    return 0 if summary.reconciled else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from miraikakaku.settings import get_settings
+    from serving.app.server import serve
+
+    settings = get_settings()
+    serve(args.host or settings.api_host, args.port or settings.api_port, settings)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from miraikakaku.settings import get_settings
+
+    settings = get_settings()
+    print(f"[1/2] training a first LSTM model on {', '.join(map(str, settings.default_inputs))}")
+    rc = _cmd_train(argparse.Namespace(input=None, epochs=args.epochs, units=32,
+                                       max_examples=args.max_examples))
+    if rc:
+        return rc
+    print("[2/2] running the pipeline (DirectRunner) into the embedded store")
+    rc = _cmd_run([] if args.progress else ["--no-progress"])
+    print(f"\nNext: `miraikakaku serve` (or `make serve`), then open "
+          f"http://{settings.api_host}:{settings.api_port}/docs — e.g. "
+          f"/v1/symbols/AAPL/quote, /v1/symbols/7203.T/bars?start=2018-01-01, "
+          f"/v1/symbols/AAPL/predictions")
+    return rc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``miraikakaku`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="miraikakaku",
+                                     description="MiraiKakaku stock-price data platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="Train the LSTM on daily prices; saves a new version.")
+    p_train.add_argument("--input", action="append",
+                         help="Price file(s). Default: the files `run` reads by default.")
+    p_train.add_argument("--epochs", type=int, default=3, help="Training epochs. Default: 3.")
+    p_train.add_argument("--units", type=int, default=32, help="LSTM units. Default: 32.")
+    p_train.add_argument("--max-examples", type=int, default=200_000,
+                         help="Subsample the training set to at most this many windows. "
+                              "Default: 200000.")
+    sub.add_parser("run", help="Run the price pipeline (see `miraikakaku run --help`).",
+                   add_help=False)
+    p_serve = sub.add_parser("serve", help="Serve the API (FastAPI + uvicorn).")
+    p_serve.add_argument("--host", default=None, help="Default: MIRAIKAKAKU_API_HOST or 127.0.0.1.")
+    p_serve.add_argument("--port", type=int, default=None, help="Default: 8000.")
+    p_demo = sub.add_parser("demo", help="Train, then run the pipeline on the real default data.")
+    p_demo.add_argument("--epochs", type=int, default=3, help="Training epochs. Default: 3.")
+    p_demo.add_argument("--max-examples", type=int, default=200_000,
+                        help="Training-set size cap. Default: 200000.")
+    p_demo.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="No live progress display.")
+
+    if argv and argv[0] == "run":
+        _quiet_warnings()
+        return _cmd_run(argv[1:])
+    args = parser.parse_args(argv)
+    _quiet_warnings()
+    if args.command == "train":
+        return _cmd_train(args)
+    if args.command == "serve":
+        return _cmd_serve(args)
+    return _cmd_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

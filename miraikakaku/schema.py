@@ -1,0 +1,256 @@
+"""The records that flow through the platform: PriceEvent, DeadLetter, Prediction, AlertEvent.
+
+These are the seams every stage shares, locked by ``tests/unit/test_schema.py``. Changing a
+field means bumping ``SCHEMA_VERSION`` and saying so in the changelog of the issue that does it.
+
+Conventions (see ../shared/ARCHITECTURE.md, "Identity and time"):
+
+* prices are in the instrument's quote currency (``currency``, ISO 4217), as given by the source;
+* ``open/high/low/close`` are the source's prices on the source's own basis (raw or split-adjusted,
+  see ``SOURCES``); ``adj_close`` is the adjusted close when the source provides one, never mixed
+  with the raw fields;
+* every timestamp is a timezone-aware ``datetime`` in UTC; a daily bar's ``event_time`` is the
+  session close from the exchange calendar, not midnight;
+* ``event_id`` is deterministic: ``{source}/{instrument_id}/{interval}/{start}/{sequence}``, so a
+  replayed event has the same id and idempotent sinks absorb it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "SourceInfo",
+    "PriceEvent",
+    "DeadLetter",
+    "Prediction",
+    "AlertEvent",
+    "make_event_id",
+    "utc",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the PriceEvent/DeadLetter/Prediction/AlertEvent layouts below."""
+
+
+def utc(value: dt.datetime) -> dt.datetime:
+    """Return ``value`` as an aware UTC datetime.
+
+    Raises:
+        ValueError: if ``value`` is naive (no tzinfo): we never guess a time zone.
+    """
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: timestamps must carry a time zone")
+    return value.astimezone(dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceInfo:
+    """What a data source's prices mean.
+
+    Attributes:
+        name: short source id used in event ids and store keys (``chart0``).
+        ohlc_basis: ``raw`` (as traded), ``split_adjusted`` or ``split_dividend_adjusted``.
+        has_adj_close: whether the source supplies an adjusted close column.
+        description: where the data comes from (see ../shared/data/README.md).
+    """
+
+    name: str
+    ohlc_basis: str
+    has_adj_close: bool
+    description: str
+
+
+SOURCES: dict[str, SourceInfo] = {
+    s.name: s
+    for s in (
+        SourceInfo("sp500_5yr", "split_adjusted", False,
+                   "Kaggle 'S&P 500 stock data' (IEX via pandas-datareader), 2013-2018"),
+        SourceInfo("chart0", "split_adjusted", False,
+                   "J-Quants (JPX) daily via keroppa88/chart0, 2004-2026"),
+        SourceInfo("yfinance", "raw", True, "Yahoo Finance via yfinance, 2013-2024"),
+        SourceInfo("mlbot", "raw", True, "Yahoo-style TSE daily via traningtrading/MLbot, 1983-2018"),
+        SourceInfo("user", "split_adjusted", False, "a user's own file (basis assumed adjusted)"),
+    )
+}
+"""Known sources. A file with a ``source`` column names its own; otherwise the pipeline's
+``--source`` option (default: derived from the file name) applies. Unknown names are allowed and
+treated like ``user``."""
+
+
+def make_event_id(source: str, instrument_id: str, interval: str, start: str, sequence: int) -> str:
+    """Build the deterministic event id ``{source}/{instrument_id}/{interval}/{start}/{sequence}``.
+
+    Args:
+        source: source name (``chart0``).
+        instrument_id: exchange-qualified id (``XTKS:7203``).
+        interval: bar interval (``1d``) or ``tick``.
+        start: bar start as compact text (``20180207`` for a daily bar).
+        sequence: per-source sequence number; 0 for bars, whose identity is their start.
+    """
+    return f"{source}/{instrument_id}/{interval}/{start}/{sequence}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceEvent:
+    """One OHLCV bar (this schema version carries daily bars; trades come with the streaming issue).
+
+    Attributes:
+        schema_version: ``SCHEMA_VERSION`` at creation.
+        event_id: deterministic id, see ``make_event_id``.
+        instrument_id: exchange-qualified id (``XNAS:AAPL``).
+        symbol: the ticker as the source spelled it (``AAPL``, ``7203.T``).
+        source: source name (``SOURCES``).
+        sequence: per-source sequence number (0 for bars).
+        interval: ``1d``.
+        session_date: the exchange-local trading date of the bar.
+        event_time: UTC session close of ``session_date`` (aware datetime).
+        open, high, low, close: prices in ``currency`` on the source's basis.
+        volume: shares traded (None when the source has none, e.g. an index).
+        adj_close: adjusted close in ``currency``, or None when the source has none.
+        currency: ISO 4217 quote currency (``USD``, ``JPY``).
+        flags: quality flags (suspicious but stored), e.g. ``ohlc_inconsistent``.
+    """
+
+    schema_version: int
+    event_id: str
+    instrument_id: str
+    symbol: str
+    source: str
+    sequence: int
+    interval: str
+    session_date: dt.date
+    event_time: dt.datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    adj_close: float | None
+    currency: str
+    flags: tuple[str, ...] = ()
+
+    @property
+    def feature_price(self) -> float:
+        """The price features use: ``adj_close`` when present, else ``close``.
+
+        Sources without an adjusted close (``SOURCES[...].has_adj_close`` false) deliver
+        split-adjusted OHLC, so their close is already on an adjusted basis.
+        """
+        return self.adj_close if self.adj_close is not None else self.close
+
+    def to_json(self) -> str:
+        """Serialize to the JSON wire format (dates ISO 8601, times with ``+00:00``)."""
+        d = dataclasses.asdict(self)
+        d["session_date"] = self.session_date.isoformat()
+        d["event_time"] = self.event_time.isoformat()
+        d["flags"] = list(self.flags)
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PriceEvent:
+        """Parse the JSON wire format written by ``to_json``.
+
+        Raises:
+            ValueError: on malformed JSON, a missing field or a schema version this code
+                does not know.
+        """
+        d: dict[str, Any] = json.loads(text)
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {d.get('schema_version')!r}")
+        try:
+            d["session_date"] = dt.date.fromisoformat(d["session_date"])
+            d["event_time"] = utc(dt.datetime.fromisoformat(d["event_time"]))
+            d["flags"] = tuple(d.get("flags", ()))
+            return cls(**d)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"bad PriceEvent JSON: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A record that could not be processed, kept with why.
+
+    Attributes:
+        step: the pipeline step that rejected it (``ParseEvents``, ``ValidateEvents``, ``RunInference``).
+        reason: a short machine-readable reason (``missing_field``, ``high_below_low``).
+        detail: human-readable detail (``field 'open' is empty``).
+        payload: the raw input, as text (a CSV line, a JSON object).
+        origin: where the payload came from (file name, subscription).
+        event_time: the record's event time when it could be read, else None (UTC).
+    """
+
+    step: str
+    reason: str
+    detail: str
+    payload: str
+    origin: str
+    event_time: dt.datetime | None = None
+
+    @property
+    def dead_letter_id(self) -> str:
+        """Deterministic id (sha1 of step, origin and payload): a replay stores it once."""
+        h = hashlib.sha1(f"{self.step}\x1f{self.origin}\x1f{self.payload}".encode())
+        return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The model's forecast of the next session's return for one instrument.
+
+    Attributes:
+        instrument_id: exchange-qualified id.
+        source: the source whose bars fed the features.
+        as_of_date: session date of the last bar in the input window.
+        as_of_time: UTC close of that session.
+        target_date: the next session date (exchange calendar) the forecast is for.
+        base_price: feature price (adjusted close) at ``as_of_date``, quote currency.
+        predicted_log_return: forecast ln(P_target / P_as_of).
+        predicted_price: ``base_price * exp(predicted_log_return)``, quote currency.
+        model_name: model name (``lstm_daily``).
+        model_version: model version (integer directory name, as TF Serving uses).
+    """
+
+    instrument_id: str
+    source: str
+    as_of_date: dt.date
+    as_of_time: dt.datetime
+    target_date: dt.date
+    base_price: float
+    predicted_log_return: float
+    predicted_price: float
+    model_name: str
+    model_version: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertEvent:
+    """A market-level alert produced by a rule (matching users' rules is the notifier's job).
+
+    Attributes:
+        alert_id: deterministic ``{rule_id}/{instrument_id}/{yyyymmdd}``: a replay alerts once.
+        rule_id: id of the rule in the alert-rules config.
+        kind: ``price_cross``, ``pct_move`` or ``predicted_move``.
+        instrument_id: exchange-qualified id.
+        event_time: UTC time of the event that fired the rule.
+        session_date: exchange-local session date of that event.
+        value: the value that crossed (price in quote currency, or a return as a fraction).
+        threshold: the rule's level (same unit as ``value``).
+        message: a one-line English description.
+    """
+
+    alert_id: str
+    rule_id: str
+    kind: str
+    instrument_id: str
+    event_time: dt.datetime
+    session_date: dt.date
+    value: float
+    threshold: float
+    message: str

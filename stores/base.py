@@ -1,0 +1,133 @@
+"""The serving-store interface shared by the pipeline sinks and the API.
+
+Writes go through ``write_batch`` (one call = one atomic batch; idempotent: rewriting the same
+records leaves the same rows). Reads are point reads and key-range scans, which Bigtable serves the
+same way, so the API does not care which store is behind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from miraikakaku.instruments import Instrument
+from miraikakaku.schema import AlertEvent, DeadLetter
+
+__all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "ServingStore"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BarFlag:
+    """A quality flag on a stored bar (flag severity: stored, not blocked).
+
+    Attributes:
+        row_key: the bar's row key (``miraikakaku.rowkeys.bar_key``).
+        source: the bar's source.
+        flag: machine-readable flag name (``ohlc_inconsistent``, ``large_move``).
+        detail: human-readable detail.
+    """
+
+    row_key: str
+    source: str
+    flag: str
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class BarRow:
+    """A stored OHLCV bar as read back (prices in ``currency``; times UTC)."""
+
+    row_key: str
+    instrument_id: str
+    source: str
+    interval: str
+    session_date: dt.date
+    event_time: dt.datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    adj_close: float | None
+    currency: str
+    flags: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuoteRow:
+    """The latest bar of an instrument (best source on ties), as read back."""
+
+    instrument_id: str
+    source: str
+    session_date: dt.date
+    event_time: dt.datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    adj_close: float | None
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionRow:
+    """A stored prediction (see ``miraikakaku.schema.Prediction``)."""
+
+    instrument_id: str
+    source: str
+    as_of_date: dt.date
+    as_of_time: dt.datetime
+    target_date: dt.date
+    base_price: float
+    predicted_log_return: float
+    predicted_price: float
+    model_name: str
+    model_version: str
+
+
+@runtime_checkable
+class ServingStore(Protocol):
+    """What the pipeline writes to and the API reads from."""
+
+    def write_batch(self, records: Iterable[object]) -> int:
+        """Write ``Instrument``, ``PriceEvent``, ``BarFlag``, ``Prediction``, ``AlertEvent`` and
+        ``DeadLetter`` records atomically; returns the number of records written.
+
+        Raises:
+            TypeError: for a record of any other type (nothing in the batch is written).
+        """
+
+    def list_instruments(self) -> list[Instrument]:
+        """All instruments that have data, sorted by id."""
+
+    def get_instrument(self, symbol_or_id: str) -> Instrument | None:
+        """Find an instrument by id (``XNAS:AAPL``) or alias (``AAPL``), case-insensitively."""
+
+    def sources(self, instrument_id: str) -> list[str]:
+        """The sources that delivered bars for the instrument."""
+
+    def get_quote(self, instrument_id: str) -> QuoteRow | None:
+        """The latest bar (highest event time, then best source rank)."""
+
+    def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
+                 end: dt.date | None = None, source: str | None = None,
+                 limit: int = 10_000) -> list[BarRow]:
+        """Bars with ``start <= session_date <= end`` in time order (a row-key range scan)."""
+
+    def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
+                        end: dt.date | None = None, limit: int = 10_000) -> list[PredictionRow]:
+        """Predictions by as-of date in time order."""
+
+    def get_alerts(self, *, instrument_id: str | None = None, since: dt.datetime | None = None,
+                   limit: int = 1_000) -> list[AlertEvent]:
+        """Alert events with ``event_time >= since``, newest first."""
+
+    def get_dead_letters(self, *, reason: str | None = None, limit: int = 1_000) -> list[DeadLetter]:
+        """Dead letters, optionally of one reason."""
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for summaries and reconciliation)."""
+

@@ -1,0 +1,269 @@
+"""Ordered per-instrument state: source selection, features, LSTM windows and price alerts.
+
+``ComputeFeatures``: ``PCollection[PriceEvent]`` (timestamped with event time) →
+``OrderedResult(windows: PCollection[tuple[PredictionContext, ndarray[N, F]]],
+flags: PCollection[BarFlag], alerts: PCollection[AlertEvent], instruments: PCollection[Instrument])``.
+
+One stateful DoFn keyed by instrument buffers events (bag state) and emits them in event-time
+order on an event-time timer, the same way for bounded and unbounded input
+(ARCHITECTURE.md, "The stream's core"). Bounded input: the timer fires once the input is done and
+all buffered events are processed in order. Unbounded input: the timer fires when the watermark
+passes the earliest buffered event; events up to the timer's time are processed and the timer is
+set again. An event at or before the last processed time of its instrument is late: it was
+already stored by the bar sink, is left out of the features and counted (``late_events``).
+
+The per-instrument logic is the plain class ``InstrumentSequencer``, which model training uses too
+(training/serving parity).
+
+Source selection: the best-ranked source seen so far feeds the features (``source_priority``,
+best first). A better source appearing later takes over and resets the history (flag
+``source_switch``); bars of worse sources are stored but do not feed features. Bars of different
+sources have different adjustments, so one series never mixes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import typing
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from miraikakaku.calendars import get_calendar
+from miraikakaku.instruments import load_master
+from miraikakaku.rowkeys import bar_key
+from miraikakaku.schema import AlertEvent, PriceEvent
+from stores.base import BarFlag
+from transforms.alerts import AlertRule, evaluate_price_rules
+from transforms.features import DEFAULT_WINDOW, BarPoint, StepResult, SymbolHistory
+
+__all__ = [
+    "ComputeFeatures",
+    "InstrumentSequencer",
+    "OrderedResult",
+    "PredictionContext",
+    "SequencedBar",
+    "event_sort_key",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionContext:
+    """What a prediction needs besides the window (the RunInference key).
+
+    Attributes:
+        instrument_id, source: whose bars fed the window.
+        as_of_date: session date of the window's last bar; ``as_of_time`` its UTC close.
+        target_date: next session per the exchange calendar.
+        base_price: feature price (adjusted close) at ``as_of_date``, quote currency.
+        currency: quote currency.
+    """
+
+    instrument_id: str
+    source: str
+    as_of_date: dt.date
+    as_of_time: dt.datetime
+    target_date: dt.date
+    base_price: float
+    currency: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencedBar:
+    """One feature-source bar after it went through the history."""
+
+    event: PriceEvent
+    step: StepResult
+    flags: tuple[str, ...]
+
+
+def event_sort_key(rank: dict[str, int]):
+    """Sort key for one instrument's events: event time, then source rank, then event id."""
+    return lambda e: (e.event_time, rank.get(e.source, len(rank)), e.event_id)
+
+
+class InstrumentSequencer:
+    """Per-instrument ordered state: picks the feature source and feeds ``SymbolHistory``.
+
+    Args:
+        calendar: exchange_calendars code of the instrument (session ordinals for gaps).
+        source_priority: source names, best first; unknown sources rank last.
+        window: LSTM timesteps N.
+        max_gap_sessions: gaps longer than this reset the history.
+    """
+
+    def __init__(self, calendar: str, source_priority: Sequence[str],
+                 window: int = DEFAULT_WINDOW, max_gap_sessions: int = 5) -> None:
+        self.calendar = calendar
+        self.rank = {s: i for i, s in enumerate(source_priority)}
+        self.active_source: str | None = None
+        self.last_time: dt.datetime | None = None
+        self.history = SymbolHistory(window, max_gap_sessions)
+
+    def _rank(self, source: str) -> int:
+        return self.rank.get(source, len(self.rank))
+
+    def step(self, event: PriceEvent) -> SequencedBar | None:
+        """Process the next event in order; None when its source does not feed features.
+
+        Raises:
+            ValueError: if the event is not after the last processed feature bar.
+        """
+        self.last_time = event.event_time if self.last_time is None else max(
+            self.last_time, event.event_time)
+        flags: tuple[str, ...] = ()
+        if self.active_source is None or self._rank(event.source) < self._rank(self.active_source):
+            if self.active_source is not None:
+                flags = ("source_switch",)
+            self.active_source = event.source
+            self.history.reset()
+        elif event.source != self.active_source:
+            return None
+        cal = get_calendar(self.calendar)
+        point = BarPoint(event.session_date, cal.ordinal(event.session_date), event.feature_price,
+                         event.high, event.low, event.close, event.volume)
+        res = self.history.push(point)
+        return SequencedBar(event, res, flags + res.flags)
+
+    def context(self, bar: SequencedBar) -> PredictionContext:
+        """The prediction key for a bar that produced a window."""
+        e = bar.event
+        target = get_calendar(self.calendar).next_session(e.session_date)
+        return PredictionContext(e.instrument_id, e.source, e.session_date, e.event_time, target,
+                                 e.feature_price, e.currency)
+
+
+class OrderedResult(NamedTuple):
+    """Outputs of ``ComputeFeatures``."""
+
+    windows: beam.PCollection
+    flags: beam.PCollection
+    alerts: beam.PCollection
+    instruments: beam.PCollection
+
+
+class _OrderedFeaturesFn(beam.DoFn):
+    FLAGS, ALERTS, INSTRUMENTS = "flags", "alerts", "instruments"
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("sequencer", PickleCoder())
+    NEXT = ReadModifyWriteStateSpec("next_timer", PickleCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
+
+    def __init__(self, source_priority: Sequence[str], rules: Sequence[AlertRule], window: int,
+                 bounded: bool, default_mic: str) -> None:
+        self._priority = list(source_priority)
+        self._rules = list(rules)
+        self._window = window
+        self._bounded = bounded
+        self._default_mic = default_mic
+        self._late = Metrics.counter("ComputeFeatures", "late_events")
+        self._windows = Metrics.counter("ComputeFeatures", "windows")
+
+    def setup(self) -> None:
+        self._master = load_master(self._default_mic)
+
+    def process(self, element: tuple[str, PriceEvent], buffer=beam.DoFn.StateParam(BUFFER),
+                state=beam.DoFn.StateParam(STATE), next_timer=beam.DoFn.StateParam(NEXT),
+                flush=beam.DoFn.TimerParam(FLUSH)):
+        _, event = element
+        seq: InstrumentSequencer | None = state.read()
+        if seq is not None and seq.last_time is not None and event.event_time <= seq.last_time:
+            self._late.inc()
+            return
+        buffer.add(event)
+        ts = Timestamp.from_utc_datetime(event.event_time)
+        current = next_timer.read()
+        if current is None or ts < current:
+            flush.set(ts)
+            next_timer.write(ts)
+
+    @on_timer(FLUSH)
+    def flush(self, key=beam.DoFn.KeyParam, fire=beam.DoFn.TimestampParam,
+              buffer=beam.DoFn.StateParam(BUFFER), state=beam.DoFn.StateParam(STATE),
+              next_timer=beam.DoFn.StateParam(NEXT), flush=beam.DoFn.TimerParam(FLUSH)):
+        events: list[PriceEvent] = list(buffer.read())
+        buffer.clear()
+        next_timer.clear()
+        if self._bounded:
+            ready, rest = events, []
+        else:
+            ready = [e for e in events if Timestamp.from_utc_datetime(e.event_time) <= fire]
+            rest = [e for e in events if Timestamp.from_utc_datetime(e.event_time) > fire]
+        seq: InstrumentSequencer | None = state.read()
+        if seq is None:
+            inst = self._master.resolve(events[0].symbol) if events else None
+            if inst is None:
+                return
+            yield beam.pvalue.TaggedOutput(self.INSTRUMENTS, inst)
+            seq = InstrumentSequencer(inst.calendar, self._priority, self._window)
+        yield from self._run(seq, ready)
+        state.write(seq)
+        for e in rest:
+            buffer.add(e)
+        if rest:
+            nxt = min(Timestamp.from_utc_datetime(e.event_time) for e in rest)
+            flush.set(nxt)
+            next_timer.write(nxt)
+
+    def _run(self, seq: InstrumentSequencer, events: Iterable[PriceEvent]):
+        for event in sorted(events, key=event_sort_key(seq.rank)):
+            if seq.last_time is not None and event.event_time < seq.last_time:
+                self._late.inc()
+                continue
+            bar = seq.step(event)
+            if bar is None:
+                continue
+            if bar.flags:
+                key = bar_key(event.instrument_id, event.interval, event.session_date)
+            for flag in bar.flags:
+                yield beam.pvalue.TaggedOutput(self.FLAGS, BarFlag(key, event.source, flag))
+            for alert in evaluate_price_rules(self._rules, event, bar.step.prev_close,
+                                              bar.step.prev_price):
+                yield beam.pvalue.TaggedOutput(self.ALERTS, alert)
+            if bar.step.window is not None:
+                self._windows.inc()
+                yield seq.context(bar), bar.step.window
+
+
+class ComputeFeatures(beam.PTransform):
+    """``PCollection[PriceEvent]`` → ``OrderedResult`` (see the module docstring).
+
+    Args:
+        source_priority: source names, best first.
+        rules: market alert rules (``transforms.alerts.load_rules``).
+        window: LSTM timesteps N.
+        bounded: True for bounded input (all buffered events are processed when the timer fires).
+        default_mic: MIC for unknown non-Tokyo symbols.
+    """
+
+    def __init__(self, source_priority: Sequence[str], rules: Sequence[AlertRule] = (),
+                 window: int = DEFAULT_WINDOW, bounded: bool = True,
+                 default_mic: str = "XNYS") -> None:
+        super().__init__()
+        self._fn = _OrderedFeaturesFn(source_priority, rules, window, bounded, default_mic)
+
+    def expand(self, events: beam.PCollection) -> OrderedResult:
+        out = (events
+               | "KeyByInstrument" >> beam.Map(lambda e: (e.instrument_id, e))
+               | "OrderPerInstrument" >> beam.ParDo(self._fn).with_input_types(
+                   beam.typehints.Tuple[str, typing.Any]).with_outputs(
+                   _OrderedFeaturesFn.FLAGS, _OrderedFeaturesFn.ALERTS,
+                   _OrderedFeaturesFn.INSTRUMENTS, main="windows"))
+        return OrderedResult(out.windows, out[_OrderedFeaturesFn.FLAGS],
+                             out[_OrderedFeaturesFn.ALERTS], out[_OrderedFeaturesFn.INSTRUMENTS])
+
+
+
