@@ -20,6 +20,11 @@ __all__ = ["bar_key", "prediction_key", "latest_key", "parse_bar_key", "scan_ran
 SEP = "#"
 
 
+def _yyyymmdd(day: dt.date) -> str:
+    # explicit zero padding: strftime does not pad years before 1000 on glibc
+    return f"{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
 def _check_instrument(instrument_id: str) -> None:
     if not instrument_id or SEP in instrument_id:
         raise ValueError(f"invalid instrument id for a row key: {instrument_id!r}")
@@ -32,13 +37,13 @@ def bar_key(instrument_id: str, interval: str, session_date: dt.date) -> str:
         ValueError: if the instrument id is empty or contains ``#``.
     """
     _check_instrument(instrument_id)
-    return f"{instrument_id}{SEP}{interval}{SEP}{session_date:%Y%m%d}"
+    return f"{instrument_id}{SEP}{interval}{SEP}{_yyyymmdd(session_date)}"
 
 
 def prediction_key(instrument_id: str, interval: str, as_of_date: dt.date) -> str:
     """Row key of a prediction made at the close of ``as_of_date``."""
     _check_instrument(instrument_id)
-    return f"{instrument_id}{SEP}pred{SEP}{interval}{SEP}{as_of_date:%Y%m%d}"
+    return f"{instrument_id}{SEP}pred{SEP}{interval}{SEP}{_yyyymmdd(as_of_date)}"
 
 
 def latest_key(instrument_id: str) -> str:

@@ -128,6 +128,9 @@ class ServingStore(Protocol):
     def get_dead_letters(self, *, reason: str | None = None, limit: int = 1_000) -> list[DeadLetter]:
         """Dead letters, optionally of one reason."""
 
+    def ping(self) -> bool:
+        """Cheap health check: True when the store answers (no table scans)."""
+
     def counts(self) -> dict[str, int]:
         """Row counts per table (for summaries and reconciliation)."""
 

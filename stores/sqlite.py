@@ -23,7 +23,7 @@ from pathlib import Path
 
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
-from miraikakaku.schema import AlertEvent, DeadLetter, PriceEvent, Prediction
+from miraikakaku.schema import AlertEvent, DeadLetter, PriceEvent, Prediction, utc
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
@@ -75,7 +75,7 @@ _TABLES = ("instruments", "bars", "bar_flags", "quotes", "predictions", "alerts"
 
 
 def _ts(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).isoformat()
+    return utc(value).isoformat()  # raises on naive datetimes
 
 
 def _now() -> str:
@@ -123,7 +123,7 @@ class SqliteServingStore:
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30,
                                    check_same_thread=False)
         else:
             conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
@@ -214,7 +214,8 @@ class SqliteServingStore:
         key = symbol_or_id.strip()
         row = self._conn().execute(
             "SELECT * FROM instruments WHERE instrument_id = ? COLLATE NOCASE "
-            "OR symbol = ? COLLATE NOCASE ORDER BY instrument_id = ? COLLATE NOCASE DESC LIMIT 1",
+            "OR symbol = ? COLLATE NOCASE ORDER BY instrument_id = ? COLLATE NOCASE DESC, "
+            "known DESC, instrument_id LIMIT 1",
             (key, key, key)).fetchone()
         return _instrument(row) if row else None
 
@@ -288,6 +289,10 @@ class SqliteServingStore:
         params.append(limit)
         return [DeadLetter(*r[:5], _parse_ts(r[5]) if r[5] else None)
                 for r in self._conn().execute(sql, params)]
+
+    def ping(self) -> bool:
+        """Cheap health check: the store answers a query (no table scans)."""
+        return self._conn().execute("SELECT value FROM store_meta LIMIT 1").fetchone() is not None
 
     def counts(self) -> dict[str, int]:
         conn = self._conn()

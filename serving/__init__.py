@@ -1,0 +1,1 @@
+"""Serving: the read API (FastAPI) over the serving store; see ``serving.app``."""

@@ -1,0 +1,1 @@
+"""HTTP layer of the read API: dependencies (``deps``), error mapping (``errors``), routes."""

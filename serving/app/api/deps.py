@@ -1,0 +1,173 @@
+"""FastAPI dependencies and shared parameter types of the read API.
+
+``SettingsDep`` and ``StoreDep`` hand routes the application's settings and open serving store;
+``InstrumentDep`` resolves the ``{symbol}`` path parameter, an alias (``AAPL``, ``7203.T``) or an
+exchange-qualified id (``XNAS:AAPL``, ``XTKS:7203``), case-insensitively, or answers 404.
+``DateRangeDep`` parses ``start``/``end`` (ISO ``YYYY-MM-DD``, year 1000 or later; start after
+end is a 422). ``SinceQuery`` parses an ISO 8601 datetime and treats a naive one as UTC.
+"""
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from pydantic import AfterValidator, BeforeValidator
+
+from miraikakaku.instruments import Instrument
+from miraikakaku.settings import Settings
+from serving.app.api.errors import InvalidRequest, NotFound
+from serving.app.stores import StoreProvider, run_store
+from stores.base import ServingStore
+
+__all__ = [
+    "SettingsDep",
+    "StoreDep",
+    "StoreProviderDep",
+    "InstrumentDep",
+    "DateRange",
+    "DateRangeDep",
+    "IsoDate",
+    "SinceQuery",
+    "SymbolQuery",
+    "SYMBOL_MAX_LENGTH",
+    "get_app_settings",
+    "get_store",
+    "get_store_provider",
+    "lookup_instrument",
+    "resolve_instrument",
+    "date_range",
+]
+
+SYMBOL_MAX_LENGTH = 64
+"""Longest accepted symbol or instrument id (characters); longer input is a 422."""
+
+_ISO_DATE_RE = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    # Only the calendar form: no timestamps, no week dates, no unix seconds.
+    if isinstance(value, str) and not _ISO_DATE_RE.fullmatch(value):
+        raise ValueError("expected an ISO date YYYY-MM-DD (year 1000 or later)")
+    return value
+
+
+def _naive_as_utc(value: dt.datetime) -> dt.datetime:
+    try:
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError as e:  # e.g. 9999-12-31T23:00-14:00 is past datetime.max in UTC
+        raise ValueError("datetime is out of range once converted to UTC") from e
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date_text)]
+"""A date given exactly as ``YYYY-MM-DD``."""
+
+SinceQuery = Annotated[
+    dt.datetime | None,
+    AfterValidator(lambda v: _naive_as_utc(v) if v is not None else None),
+    Query(description="Only events at or after this ISO 8601 datetime; a naive value is UTC "
+                      "(encode `+` as `%2B` in a query string).",
+          examples=["2018-02-01T00:00:00Z"]),
+]
+"""Optional ISO 8601 datetime, returned as aware UTC."""
+
+SymbolQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=SYMBOL_MAX_LENGTH,
+          description="Alias (`AAPL`, `7203.T`) or id (`XNAS:AAPL`), case-insensitive.")]
+"""Optional symbol filter in a query string."""
+
+
+async def get_app_settings(request: Request) -> Settings:
+    """The settings the application was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_store_provider(request: Request) -> StoreProvider:
+    """The application's ``StoreProvider`` (for health checks that must not fail)."""
+    provider: StoreProvider = request.app.state.store_provider
+    return provider
+
+
+async def get_store(request: Request) -> ServingStore:
+    """The open serving store.
+
+    Raises:
+        StoreUnavailable: the store is missing or cannot be opened (503).
+    """
+    provider: StoreProvider = request.app.state.store_provider
+    return await provider.get()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[ServingStore, Depends(get_store)]
+StoreProviderDep = Annotated[StoreProvider, Depends(get_store_provider)]
+
+
+async def lookup_instrument(store: ServingStore, symbol: str) -> Instrument:
+    """Find an instrument by alias or id, case-insensitively.
+
+    Args:
+        store: the serving store.
+        symbol: ``AAPL``, ``aapl``, ``7203.T``, ``XNAS:AAPL`` or ``xtks:7203``.
+
+    Returns:
+        The instrument.
+
+    Raises:
+        NotFound: no instrument has that alias or id (404).
+    """
+    instrument = await run_store(store.get_instrument, symbol)
+    if instrument is None:
+        raise NotFound(f"unknown symbol {symbol!r}")
+    return instrument
+
+
+async def resolve_instrument(
+    *,
+    symbol: Annotated[str, Path(min_length=1, max_length=SYMBOL_MAX_LENGTH,
+                                description="Alias (`AAPL`, `7203.T`) or exchange-qualified id "
+                                            "(`XNAS:AAPL`, `XTKS:7203`), case-insensitive.",
+                                examples=["AAPL"])],
+    store: StoreDep,
+) -> Instrument:
+    """Resolve the ``{symbol}`` path parameter (see ``lookup_instrument``; unknown → 404)."""
+    return await lookup_instrument(store, symbol)
+
+
+InstrumentDep = Annotated[Instrument, Depends(resolve_instrument)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DateRange:
+    """An inclusive range of session dates; either bound may be open (None)."""
+
+    start: dt.date | None
+    end: dt.date | None
+
+
+async def date_range(
+    *,
+    start: Annotated[IsoDate | None, Query(description="First session date, inclusive "
+                                                       "(YYYY-MM-DD).")] = None,
+    end: Annotated[IsoDate | None, Query(description="Last session date, inclusive "
+                                                     "(YYYY-MM-DD).")] = None,
+) -> DateRange:
+    """Parse the ``start``/``end`` query parameters.
+
+    Raises:
+        InvalidRequest: ``start`` is after ``end`` (422).
+    """
+    if start is not None and end is not None and start > end:
+        raise InvalidRequest(
+            f"start {start.isoformat()} is after end {end.isoformat()}",
+            details=[{"loc": ["query", "start"], "msg": "start must be on or before end",
+                      "type": "value_error"}])
+    return DateRange(start, end)
+
+
+DateRangeDep = Annotated[DateRange, Depends(date_range)]

@@ -1,0 +1,1 @@
+"""One router per resource: ``symbols`` (/v1/symbols), ``alerts`` (/v1/alerts), ``health``."""

@@ -1,0 +1,37 @@
+"""Route ``GET /v1/alerts``: market-level alert events, newest first.
+
+Filters: ``symbol`` (alias or id, case-insensitive; unknown → 404), ``since`` (ISO 8601 datetime;
+a naive value is UTC) and ``limit`` (1-1000, default 100). Try it:
+``curl 'localhost:8000/v1/alerts?symbol=AAPL&since=2018-02-01T00:00:00Z'``.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from serving.app.api.deps import SinceQuery, StoreDep, SymbolQuery, lookup_instrument
+from serving.app.api.errors import ERROR_RESPONSES
+from serving.app.schemas import AlertPublic, AlertsPublic
+from serving.app.stores import run_store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
+
+
+@router.get("", response_model=AlertsPublic, summary="Alert events")
+async def read_alerts(
+    *,
+    store: StoreDep,
+    symbol: SymbolQuery = None,
+    since: SinceQuery = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Maximum events (1-1000).")] = 100,
+) -> AlertsPublic:
+    """Alert events with ``event_time >= since`` (UTC), newest first, optionally of one symbol."""
+    instrument_id = None
+    if symbol is not None:
+        instrument_id = (await lookup_instrument(store, symbol)).instrument_id
+    alerts = await run_store(store.get_alerts, instrument_id=instrument_id, since=since,
+                             limit=limit)
+    data = [AlertPublic.model_validate(a) for a in alerts]
+    return AlertsPublic(data=data, count=len(data))

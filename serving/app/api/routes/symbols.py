@@ -1,0 +1,121 @@
+"""Routes under ``/v1/symbols``: instruments, latest quote, daily bars and predictions.
+
+``{symbol}`` is an alias (``AAPL``, ``7203.T``) or an exchange-qualified id (``XNAS:AAPL``,
+``XTKS:7203``), case-insensitive; an unknown one answers 404. Bars come from one source at a time:
+by default the best source the instrument has, per ``settings.source_priority``; ``?source=``
+picks another, and a source the instrument has no bars from answers 404 (code ``not_found``),
+while a malformed source name is a 422. Try it: ``curl localhost:8000/v1/symbols/AAPL/quote``.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from serving.app.api.deps import DateRangeDep, InstrumentDep, SettingsDep, StoreDep
+from serving.app.api.errors import ERROR_RESPONSES, NotFound
+from serving.app.schemas import (
+    BarPublic,
+    BarsPublic,
+    InstrumentPublic,
+    InstrumentsPublic,
+    PredictionPublic,
+    PredictionsPublic,
+    QuotePublic,
+)
+from serving.app.stores import run_store
+from stores.base import BarRow
+
+__all__ = ["router", "best_source"]
+
+router = APIRouter(prefix="/v1/symbols", tags=["symbols"], responses=ERROR_RESPONSES)
+
+LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="Maximum rows (1-10000).")]
+SourceQuery = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9_.\-]{1,32}$",
+          description="Source name (`chart0`, `mlbot`, ...); default: the best source present "
+                      "per the configured source priority. A source without bars for the "
+                      "instrument is a 404.")]
+
+
+def best_source(available: Sequence[str], priority: Sequence[str]) -> str | None:
+    """Pick the source that feeds the features: the first of ``priority`` that is available.
+
+    Args:
+        available: sources that have bars for the instrument.
+        priority: source names, best first (``settings.source_priority``).
+
+    Returns:
+        The best source; an unranked one (alphabetically first) when none is in ``priority``;
+        None when ``available`` is empty.
+    """
+    present = set(available)
+    for name in priority:
+        if name in present:
+            return name
+    return min(present) if present else None
+
+
+@router.get("", response_model=InstrumentsPublic, summary="List instruments")
+async def read_symbols(*, store: StoreDep) -> InstrumentsPublic:
+    """All instruments in the serving store, sorted by id."""
+    instruments = await run_store(store.list_instruments)
+    data = [InstrumentPublic.model_validate(i) for i in instruments]
+    return InstrumentsPublic(data=data, count=len(data))
+
+
+@router.get("/{symbol}", response_model=InstrumentPublic, summary="One instrument")
+async def read_symbol(*, instrument: InstrumentDep) -> InstrumentPublic:
+    """Reference data of one instrument (alias or id)."""
+    return InstrumentPublic.model_validate(instrument)
+
+
+@router.get("/{symbol}/quote", response_model=QuotePublic, summary="Latest quote")
+async def read_quote(*, instrument: InstrumentDep, store: StoreDep) -> QuotePublic:
+    """The latest daily bar; when several sources have that session, the best-ranked one.
+
+    Prices are in ``currency``; 404 when the instrument has no bars.
+    """
+    quote = await run_store(store.get_quote, instrument.instrument_id)
+    if quote is None:
+        raise NotFound(f"no quote for {instrument.instrument_id}")
+    return QuotePublic(symbol=instrument.symbol, **dataclasses.asdict(quote))
+
+
+@router.get("/{symbol}/bars", response_model=BarsPublic, summary="Daily bars")
+async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: SettingsDep,
+                    dates: DateRangeDep, source: SourceQuery = None,
+                    limit: LimitQuery = 1000) -> BarsPublic:
+    """Daily bars with ``start <= session_date <= end`` from one source, oldest first.
+
+    At most ``limit`` bars are returned, the earliest of the range; page by moving ``start``
+    past the last ``session_date`` received.
+    """
+    available = await run_store(store.sources, instrument.instrument_id)
+    if source is None:
+        chosen = best_source(available, settings.source_priority)
+    else:
+        chosen = {s.lower(): s for s in available}.get(source.lower())
+        if chosen is None:
+            raise NotFound(f"no bars from source {source!r} for {instrument.instrument_id}; "
+                           f"available: {', '.join(sorted(available)) or 'none'}")
+    rows: list[BarRow] = []
+    if chosen is not None:
+        rows = await run_store(store.get_bars, instrument.instrument_id, start=dates.start,
+                               end=dates.end, source=chosen, limit=limit)
+    data = [BarPublic.model_validate(r) for r in rows]
+    return BarsPublic(instrument_id=instrument.instrument_id, symbol=instrument.symbol,
+                      source=chosen, currency=instrument.currency, data=data, count=len(data))
+
+
+@router.get("/{symbol}/predictions", response_model=PredictionsPublic, summary="Predictions")
+async def read_predictions(*, instrument: InstrumentDep, store: StoreDep, dates: DateRangeDep,
+                           limit: LimitQuery = 1000) -> PredictionsPublic:
+    """Next-session forecasts with ``start <= as_of_date <= end``, oldest first (all models)."""
+    rows = await run_store(store.get_predictions, instrument.instrument_id, start=dates.start,
+                           end=dates.end, limit=limit)
+    data = [PredictionPublic.model_validate(r) for r in rows]
+    return PredictionsPublic(instrument_id=instrument.instrument_id, symbol=instrument.symbol,
+                             currency=instrument.currency, data=data, count=len(data))

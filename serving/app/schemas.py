@@ -1,0 +1,168 @@
+"""Response models of the read API, in families (``XPublic`` for one item, ``XsPublic`` for lists).
+
+Conventions: prices are floats in the instrument's quote currency (``currency``, ISO 4217), on
+the basis of the source they came from (see ``miraikakaku.schema.SOURCES``); timestamps are UTC,
+serialized as ISO 8601 with an explicit ``+00:00`` offset; dates are ISO ``YYYY-MM-DD``
+(exchange-local session dates). List responses carry ``data`` and ``count``.
+"""
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+__all__ = [
+    "UtcDatetime",
+    "InstrumentPublic",
+    "InstrumentsPublic",
+    "QuotePublic",
+    "BarPublic",
+    "BarsPublic",
+    "PredictionPublic",
+    "PredictionsPublic",
+    "AlertPublic",
+    "AlertsPublic",
+    "Health",
+]
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone")
+    return value.astimezone(dt.timezone.utc)
+
+
+UtcDatetime = Annotated[
+    dt.datetime,
+    AfterValidator(_as_utc),
+    PlainSerializer(lambda v: v.isoformat(), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "examples": ["2018-02-07T21:00:00+00:00"]}),
+]
+"""An aware datetime, normalized to UTC and serialized as ISO 8601 with ``+00:00``."""
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class InstrumentPublic(_Public):
+    """An instrument of the reference data that the store holds."""
+
+    instrument_id: str = Field(description="Exchange-qualified id `MIC:CODE`.",
+                               examples=["XNAS:AAPL"])
+    symbol: str = Field(description="Common alias (ticker).", examples=["AAPL"])
+    mic: str = Field(description="ISO 10383 market identifier code (empty for an index).")
+    calendar: str = Field(description="Exchange calendar code of its sessions.", examples=["XNYS"])
+    currency: str = Field(description="ISO 4217 quote currency.", examples=["USD"])
+    timezone: str = Field(description="IANA time zone of the exchange.",
+                          examples=["America/New_York"])
+    kind: str = Field(description="`stock`, `etf` or `index`.")
+    name: str = Field(description="Company or index name (may be empty).")
+    known: bool = Field(description="False when resolved by rule rather than reference data.")
+
+
+class InstrumentsPublic(_Public):
+    """All instruments, sorted by id."""
+
+    data: list[InstrumentPublic]
+    count: int
+
+
+class QuotePublic(_Public):
+    """The latest daily bar of an instrument (best source when several have that session)."""
+
+    instrument_id: str
+    symbol: str
+    source: str = Field(description="Source of the bar (see the source priority).")
+    session_date: dt.date = Field(description="Exchange-local session date.")
+    event_time: UtcDatetime = Field(description="UTC close of the session.")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None = Field(description="Shares traded; null when the source has none.")
+    adj_close: float | None = Field(description="Adjusted close; null when the source has none.")
+    currency: str = Field(description="ISO 4217 currency of every price field.")
+
+
+class BarPublic(_Public):
+    """One daily OHLCV bar; prices in ``currency`` on the source's basis."""
+
+    session_date: dt.date
+    event_time: UtcDatetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    adj_close: float | None
+    currency: str
+    flags: list[str] = Field(description="Quality flags (stored but suspicious).")
+
+
+class BarsPublic(_Public):
+    """Daily bars of one instrument from one source, in time order."""
+
+    instrument_id: str
+    symbol: str
+    source: str | None = Field(description="Source of every bar; null when the instrument has "
+                                           "no bars at all.")
+    currency: str = Field(description="The instrument's quote currency.")
+    data: list[BarPublic]
+    count: int
+
+
+class PredictionPublic(_Public):
+    """A forecast of the next session's close."""
+
+    source: str = Field(description="Source whose bars fed the features.")
+    model_name: str
+    model_version: str
+    as_of_date: dt.date = Field(description="Session date of the last bar in the input window.")
+    as_of_time: UtcDatetime = Field(description="UTC close of that session.")
+    target_date: dt.date = Field(description="The session the forecast is for.")
+    base_price: float = Field(description="Adjusted close at `as_of_date`, quote currency.")
+    predicted_log_return: float = Field(description="Forecast ln(P_target / P_as_of).")
+    predicted_price: float = Field(description="`base_price * exp(predicted_log_return)`, "
+                                               "quote currency.")
+
+
+class PredictionsPublic(_Public):
+    """Predictions of one instrument by as-of date."""
+
+    instrument_id: str
+    symbol: str
+    currency: str
+    data: list[PredictionPublic]
+    count: int
+
+
+class AlertPublic(_Public):
+    """A market-level alert event produced by a rule."""
+
+    alert_id: str
+    rule_id: str
+    kind: str = Field(description="`price_cross`, `pct_move` or `predicted_move`.")
+    instrument_id: str
+    event_time: UtcDatetime = Field(description="UTC time of the event that fired the rule.")
+    session_date: dt.date
+    value: float = Field(description="Value that crossed: a price in quote currency or a "
+                                     "return as a fraction.")
+    threshold: float = Field(description="The rule's level (same unit as `value`).")
+    message: str
+
+
+class AlertsPublic(_Public):
+    """Alert events, newest first."""
+
+    data: list[AlertPublic]
+    count: int
+
+
+class Health(_Public):
+    """Liveness and store state."""
+
+    status: Literal["ok", "unavailable"]
+    store: Literal["ok", "missing", "error"] = Field(
+        description="`missing`: no store file yet; `error`: it cannot be opened or queried.")

@@ -1,0 +1,1 @@
+"""Read-API tests (marker ``api``): the FastAPI app through TestClient over a real store."""
