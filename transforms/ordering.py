@@ -116,6 +116,15 @@ class InstrumentSequencer:
     def _rank(self, source: str) -> int:
         return self.rank.get(source, len(self.rank))
 
+    def is_late(self, event: PriceEvent) -> bool:
+        """True when ``event`` comes before the last processed event time, or is not after the
+        last feature bar of its own (active) source: it can no longer join the features."""
+        if self.last_time is not None and event.event_time < self.last_time:
+            return True
+        bars = self.history.bars
+        return (event.source == self.active_source and bool(bars)
+                and event.session_date <= bars[-1].session_date)
+
     def step(self, event: PriceEvent) -> SequencedBar | None:
         """Process the next event in order; None when its source does not feed features.
 
@@ -180,7 +189,7 @@ class _OrderedFeaturesFn(beam.DoFn):
                 flush=beam.DoFn.TimerParam(FLUSH)):
         _, event = element
         seq: InstrumentSequencer | None = state.read()
-        if seq is not None and seq.last_time is not None and event.event_time <= seq.last_time:
+        if seq is not None and seq.is_late(event):
             self._late.inc()
             return
         buffer.add(event)
@@ -220,7 +229,7 @@ class _OrderedFeaturesFn(beam.DoFn):
 
     def _run(self, seq: InstrumentSequencer, events: Iterable[PriceEvent]):
         for event in sorted(events, key=event_sort_key(seq.rank)):
-            if seq.last_time is not None and event.event_time < seq.last_time:
+            if seq.is_late(event):
                 self._late.inc()
                 continue
             bar = seq.step(event)
