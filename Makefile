@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test serve lock clean
+.PHONY: venv demo test lint serve lock clean
 
 venv: $(VENV)/.installed
 
@@ -22,7 +22,11 @@ demo: venv
 	$(BIN)/miraikakaku demo
 
 test: venv
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
 
 serve: venv
 	$(BIN)/miraikakaku serve

@@ -50,7 +50,8 @@ class SessionCalendar:
         self.name = name
         probe = xcals.get_calendar(name)
         bound = probe.bound_min()
-        start = max(pd.Timestamp("1980-01-01"), bound) if bound is not None else pd.Timestamp("1980-01-01")
+        earliest = pd.Timestamp("1980-01-01")
+        start = max(earliest, bound) if bound is not None else earliest
         cal = xcals.get_calendar(name, start=start, end=_END)
         self.tz = zoneinfo.ZoneInfo(str(cal.tz))
         self.first_session: dt.date = cal.first_session.date()
@@ -107,7 +108,7 @@ class SessionCalendar:
         return pos - 0.5
 
     def next_session(self, day: dt.date) -> dt.date:
-        """The first session strictly after ``day``; weekdays are assumed past the calendar's end."""
+        """The first session strictly after ``day`` (past the calendar's end: the next weekday)."""
         pos = bisect.bisect_right(self._sessions, day)
         if pos < len(self._sessions):
             return self._sessions[pos]
@@ -117,7 +118,7 @@ class SessionCalendar:
         return nxt
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_calendar(name: str) -> SessionCalendar:
     """Return the (cached, process-wide) ``SessionCalendar`` for ``name``."""
     return SessionCalendar(name)

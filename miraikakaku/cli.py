@@ -101,7 +101,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
 
     progress = "--no-progress" not in argv
     argv = [a for a in argv if a != "--no-progress"]
-    summary = run(argv, progress=progress and sys.stdout.isatty())
+    summary = run(argv, show_progress=progress)
     _print_summary(summary)
     return 0 if summary.reconciled else 1
 

@@ -100,6 +100,7 @@ class InstrumentMaster:
 @functools.lru_cache(maxsize=4)
 def load_master(default_mic: str = "XNYS") -> InstrumentMaster:
     """Load the packaged reference file ``reference/instruments.csv`` (cached)."""
-    text = importlib.resources.files("miraikakaku").joinpath("reference/instruments.csv").read_text()
+    ref = importlib.resources.files("miraikakaku").joinpath("reference/instruments.csv")
+    text = ref.read_text()
     rows = [Instrument(**r) for r in csv.DictReader(text.splitlines())]
     return InstrumentMaster(rows, default_mic=default_mic)

@@ -75,7 +75,8 @@ SOURCES: dict[str, SourceInfo] = {
         SourceInfo("chart0", "split_adjusted", False,
                    "J-Quants (JPX) daily via keroppa88/chart0, 2004-2026"),
         SourceInfo("yfinance", "raw", True, "Yahoo Finance via yfinance, 2013-2024"),
-        SourceInfo("mlbot", "raw", True, "Yahoo-style TSE daily via traningtrading/MLbot, 1983-2018"),
+        SourceInfo("mlbot", "raw", True,
+                   "Yahoo-style TSE daily via traningtrading/MLbot, 1983-2018"),
         SourceInfo("user", "split_adjusted", False, "a user's own file (basis assumed adjusted)"),
     )
 }
@@ -178,7 +179,8 @@ class DeadLetter:
     """A record that could not be processed, kept with why.
 
     Attributes:
-        step: the pipeline step that rejected it (``ParseEvents``, ``ValidateEvents``, ``RunInference``).
+        step: the pipeline step that rejected it (``ParseEvents``, ``ValidateEvents``,
+            ``RunInference``).
         reason: a short machine-readable reason (``missing_field``, ``high_below_low``).
         detail: human-readable detail (``field 'open' is empty``).
         payload: the raw input, as text (a CSV line, a JSON object).

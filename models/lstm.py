@@ -11,7 +11,6 @@ and serving never re-implements it (ARCHITECTURE.md, "The stream's core"). Train
 from __future__ import annotations
 
 # ``models/__init__.py`` (run before this module) sets TF_USE_LEGACY_KERAS=1 for tf.keras below.
-
 import numpy as np
 import tensorflow as tf
 

@@ -374,8 +374,15 @@ def train(paths: Sequence[str | Path] | None = None, *, settings: Settings | Non
     priority = list(settings.source_priority)
 
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True) if progress else None
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),

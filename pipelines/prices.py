@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms.window import TimestampedValue
 
 from miraikakaku.settings import Settings, get_settings
+from transforms import progress
 from transforms.alerts import ComputePredictedMoveAlerts, load_rules
 from transforms.dedup import DeduplicateEvents
 from transforms.features import DEFAULT_WINDOW
@@ -236,17 +237,21 @@ def _summarize(counters: dict[tuple[str, str], int], r: _Resolved, wall: float) 
     )
 
 
-class _StoreProgress:
-    """Polls the store's row counts in a thread and shows them with rich (or does nothing)."""
+class _LiveProgress:
+    """Shows the stages' progress (``transforms.progress``) with rich while the pipeline runs."""
 
-    def __init__(self, store_path: str, total_hint: int | None, enabled: bool) -> None:
-        self._path = store_path
-        self._total = total_hint
+    STAGES = (("read", "read + parse"), ("ordered", "ordered per instrument"),
+              ("predicted", "predicted (RunInference)"), ("written", "records written to store"))
+
+    def __init__(self, total_events: int | None, windows_hint: bool, enabled: bool) -> None:
+        self._total = total_events
+        self._predict = windows_hint
         self._enabled = enabled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self):
+        progress.reset()
         if self._enabled:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
@@ -258,28 +263,34 @@ class _StoreProgress:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
-        from stores.sqlite import SqliteServingStore
-
-        start: dict[str, int] | None = None
-        with Progress(TextColumn("[bold]pipeline"), BarColumn(), TextColumn("{task.description}"),
-                      TimeElapsedColumn(), transient=False) as progress:
-            task = progress.add_task("starting (reading, parsing, ordering per instrument)",
-                                     total=self._total)
-            while not self._stop.wait(1.0):
-                try:
-                    store = SqliteServingStore(self._path, read_only=True)
-                    counts = store.counts()
-                    store.close()
-                except Exception:  # noqa: BLE001 - the store may not exist yet; keep polling
+        columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns) as bar:
+            tasks = {}
+            for key, label in self.STAGES:
+                if key == "predicted" and not self._predict:
                     continue
-                if start is None:
-                    start = counts
-                d = {k: counts[k] - start.get(k, 0) for k in counts}
-                progress.update(task, completed=d["bars"], description=(
-                    f"bars {d['bars']:,} · predictions {d['predictions']:,} · alerts "
-                    f"{d['alerts']:,} · dead letters {d['dead_letters']:,}"))
+                total = self._total if key in ("read", "ordered") else None
+                tasks[key] = bar.add_task(label, total=total, start=key == "read")
+            def refresh() -> None:
+                counts = progress.snapshot()
+                for key, task in tasks.items():
+                    n = counts.get(key, 0)
+                    if n:
+                        bar.start_task(task)
+                    bar.update(task, completed=n)
+
+            while not self._stop.wait(0.5):
+                refresh()
+            refresh()
 
 
 def _count_lines(specs: Sequence[FileSpec]) -> int | None:
@@ -296,13 +307,13 @@ def _count_lines(specs: Sequence[FileSpec]) -> int | None:
 
 
 def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
-        progress: bool = False, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
+        show_progress: bool = False, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
     """Validate options, build the pipeline, run it to completion and summarize.
 
     Args:
         argv: pipeline arguments (``--input``, ``--runner``, see ``PriceOptions``).
         settings: platform settings (default: from the environment).
-        progress: show a live progress display.
+        show_progress: show a live progress display.
         test_pipeline: a pipeline to build into instead of a new one (tests).
 
     Returns:
@@ -324,9 +335,9 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     from stores.sqlite import SqliteServingStore
 
     SqliteServingStore(r.store_path, source_priority=r.source_priority).close()
-    total = _count_lines(r.specs) if progress else None
+    total = _count_lines(r.specs) if show_progress else None
     t0 = time.perf_counter()
-    with _StoreProgress(r.store_path, total, progress):
+    with _LiveProgress(total, r.model_uri is not None, show_progress):
         result = p.run()
         result.wait_until_finish()
     summary = _summarize(_counters(result), r, time.perf_counter() - t0)

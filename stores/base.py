@@ -125,7 +125,8 @@ class ServingStore(Protocol):
                    limit: int = 1_000) -> list[AlertEvent]:
         """Alert events with ``event_time >= since``, newest first."""
 
-    def get_dead_letters(self, *, reason: str | None = None, limit: int = 1_000) -> list[DeadLetter]:
+    def get_dead_letters(self, *, reason: str | None = None,
+                         limit: int = 1_000) -> list[DeadLetter]:
         """Dead letters, optionally of one reason."""
 
     def ping(self) -> bool:

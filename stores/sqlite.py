@@ -23,7 +23,7 @@ from pathlib import Path
 
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
-from miraikakaku.schema import AlertEvent, DeadLetter, PriceEvent, Prediction, utc
+from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
@@ -57,13 +57,14 @@ CREATE TABLE IF NOT EXISTS predictions (
   predicted_log_return REAL NOT NULL, predicted_price REAL NOT NULL,
   PRIMARY KEY (row_key, model_name, model_version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
-  alert_id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, kind TEXT NOT NULL, instrument_id TEXT NOT NULL,
-  event_time TEXT NOT NULL, session_date TEXT NOT NULL, value REAL NOT NULL, threshold REAL NOT NULL,
-  message TEXT NOT NULL);
+  alert_id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, kind TEXT NOT NULL,
+  instrument_id TEXT NOT NULL, event_time TEXT NOT NULL, session_date TEXT NOT NULL,
+  value REAL NOT NULL, threshold REAL NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alerts_by_instrument ON alerts (instrument_id, event_time);
 CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts (event_time);
 CREATE TABLE IF NOT EXISTS outbox (
-  message_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL);
+  message_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload TEXT NOT NULL,
+  created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
   dead_letter_id TEXT PRIMARY KEY, step TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
   payload TEXT NOT NULL, origin TEXT NOT NULL, event_time TEXT, created_at TEXT NOT NULL);
@@ -108,7 +109,8 @@ class SqliteServingStore:
         self._local = threading.local()
         if read_only:
             if not self.path.exists():
-                raise FileNotFoundError(f"no serving store at {self.path}: run `miraikakaku run` first")
+                raise FileNotFoundError(
+                    f"no serving store at {self.path}: run `miraikakaku run` first")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as conn:
@@ -168,8 +170,9 @@ class SqliteServingStore:
             elif isinstance(r, Prediction):
                 preds.append((rowkeys.prediction_key(r.instrument_id, "1d", r.as_of_date),
                               r.model_name, r.model_version, r.instrument_id, r.source,
-                              r.as_of_date.isoformat(), _ts(r.as_of_time), r.target_date.isoformat(),
-                              r.base_price, r.predicted_log_return, r.predicted_price))
+                              r.as_of_date.isoformat(), _ts(r.as_of_time),
+                              r.target_date.isoformat(), r.base_price, r.predicted_log_return,
+                              r.predicted_price))
             elif isinstance(r, AlertEvent):
                 alerts.append((r.alert_id, r.rule_id, r.kind, r.instrument_id, _ts(r.event_time),
                                r.session_date.isoformat(), r.value, r.threshold, r.message))
@@ -279,7 +282,8 @@ class SqliteServingStore:
         return [AlertEvent(r[0], r[1], r[2], r[3], _parse_ts(r[4]), dt.date.fromisoformat(r[5]),
                            r[6], r[7], r[8]) for r in self._conn().execute(sql, params)]
 
-    def get_dead_letters(self, *, reason: str | None = None, limit: int = 1_000) -> list[DeadLetter]:
+    def get_dead_letters(self, *, reason: str | None = None,
+                         limit: int = 1_000) -> list[DeadLetter]:
         sql = "SELECT step, reason, detail, payload, origin, event_time FROM dead_letters"
         params: list[object] = []
         if reason is not None:

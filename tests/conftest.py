@@ -41,7 +41,8 @@ def read_rows(path: Path, symbols: set[str] | None = None, source: str | None = 
         header = next(reader)
         rows = [r for r in reader
                 if (symbols is None or r[0] in symbols)
-                and (source is None or "source" not in header or r[header.index("source")] == source)]
+                and (source is None or "source" not in header
+                     or r[header.index("source")] == source)]
     return header, rows
 
 

@@ -27,7 +27,7 @@ import apache_beam as beam
 import yaml
 
 from miraikakaku.instruments import load_master
-from miraikakaku.schema import AlertEvent, PriceEvent, Prediction
+from miraikakaku.schema import AlertEvent, Prediction, PriceEvent
 
 __all__ = ["AlertRule", "load_rules", "evaluate_price_rules", "evaluate_prediction_rules",
            "ComputePredictedMoveAlerts", "KINDS"]

@@ -71,7 +71,8 @@ DEFAULT_WINDOW = 20
 """LSTM timesteps N: a window is the last N feature vectors, shape ``[N, N_FEATURES]``."""
 
 LARGE_MOVE = math.log(1.3)
-"""|log return| above ln(1.3) (a 30 % gap) flags ``large_move`` (ARCHITECTURE.md: flag, not block)."""
+"""|log return| above ln(1.3), a 30 % gap, flags ``large_move`` (ARCHITECTURE.md: flag, not
+block)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +132,8 @@ def compute_features(history: Sequence[BarPoint]) -> tuple[float, ...]:
     gains = math.fsum(d for d in diffs if d > 0)
     losses = math.fsum(-d for d in diffs if d < 0)
     rsi = 0.5 if gains + losses == 0 else gains / (gains + losses)
-    vols = [math.log1p(b.volume) if b.volume is not None and b.volume >= 0 else None for b in h[-20:]]
+    vols = [math.log1p(b.volume) if b.volume is not None and b.volume >= 0 else None
+            for b in h[-20:]]
     if any(v is None for v in vols):
         vz = 0.0
     else:

@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from miraikakaku.schema import DeadLetter, Prediction
+from transforms import progress
 from transforms.ordering import PredictionContext
 
 __all__ = ["PredictNextReturn", "InferenceResult", "STEP"]
@@ -59,6 +60,7 @@ class _ToPredictionFn(beam.DoFn):
                 _payload(ctx, result.example), self._version, ctx.as_of_time))
             return
         self._count.inc()
+        progress.tick("predicted")
         yield Prediction(ctx.instrument_id, ctx.source, ctx.as_of_date, ctx.as_of_time,
                          ctx.target_date, ctx.base_price, value, ctx.base_price * math.exp(value),
                          self._name, self._version)

@@ -2,7 +2,8 @@
 
 ``ComputeFeatures``: ``PCollection[PriceEvent]`` (timestamped with event time) →
 ``OrderedResult(windows: PCollection[tuple[PredictionContext, ndarray[N, F]]],
-flags: PCollection[BarFlag], alerts: PCollection[AlertEvent], instruments: PCollection[Instrument])``.
+flags: PCollection[BarFlag], alerts: PCollection[AlertEvent],
+instruments: PCollection[Instrument])``.
 
 One stateful DoFn keyed by instrument buffers events (bag state) and emits them in event-time
 order on an event-time timer, the same way for bounded and unbounded input
@@ -30,7 +31,6 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
-
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -45,8 +45,9 @@ from apache_beam.utils.timestamp import Timestamp
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import load_master
 from miraikakaku.rowkeys import bar_key
-from miraikakaku.schema import AlertEvent, PriceEvent
+from miraikakaku.schema import PriceEvent
 from stores.base import BarFlag
+from transforms import progress
 from transforms.alerts import AlertRule, evaluate_price_rules
 from transforms.features import DEFAULT_WINDOW, BarPoint, StepResult, SymbolHistory
 
@@ -232,6 +233,7 @@ class _OrderedFeaturesFn(beam.DoFn):
             if seq.is_late(event):
                 self._late.inc()
                 continue
+            progress.tick("ordered")
             bar = seq.step(event)
             if bar is None:
                 continue

@@ -1,4 +1,4 @@
-"""Parse raw price records (CSV lines or Parquet rows) into ``PriceEvent``s, dead-lettering the rest.
+"""Parse raw price records (CSV lines or Parquet rows) into ``PriceEvent``s; dead-letter the rest.
 
 ``ParseEvents``: ``PCollection[tuple[origin, line | dict]]`` →
 ``ParseResult(events: PCollection[PriceEvent], dead_letters: PCollection[DeadLetter])``.
@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import datetime as dt
 import gzip
-
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from apache_beam.metrics import Metrics
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import InstrumentMaster, load_master
 from miraikakaku.schema import SCHEMA_VERSION, DeadLetter, PriceEvent, make_event_id
+from transforms import progress
 
 __all__ = [
     "ParseError",
@@ -221,7 +221,8 @@ def parse_line(line: str, columns: Sequence[str], *, default_source: str,
     if len(values) != len(columns):
         raise ParseError("malformed_line",
                          f"{len(values)} values for {len(columns)} columns")
-    return parse_fields(dict(zip(columns, values)), default_source=default_source, master=master)
+    fields = dict(zip(columns, values, strict=True))
+    return parse_fields(fields, default_source=default_source, master=master)
 
 
 def iter_file(spec: FileSpec, master: InstrumentMaster | None = None
@@ -280,6 +281,7 @@ class _ParseEventFn(beam.DoFn):
 
     def process(self, element: tuple[str, str | dict]):
         self._read.inc()
+        progress.tick("read")
         out = _parse_one(element, self._specs, self._master)
         if isinstance(out, DeadLetter):
             self._bad.inc()

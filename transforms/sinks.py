@@ -24,6 +24,7 @@ from apache_beam.metrics import Metrics
 from miraikakaku.schema import DeadLetter, PriceEvent
 from stores.base import BarFlag
 from stores.sqlite import SqliteServingStore
+from transforms import progress
 
 __all__ = ["WriteToServingStore", "WriteDeadLetters"]
 
@@ -45,6 +46,7 @@ class _WriteBatchFn(beam.DoFn):
 
     def process(self, batch: list[object]):
         n = self._store.write_batch(batch)
+        progress.tick("written", n)
         kinds: collections.Counter[str] = collections.Counter()
         for r in batch:
             kinds[type(r).__name__] += 1

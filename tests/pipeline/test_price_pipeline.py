@@ -114,7 +114,7 @@ def test_every_input_is_stored_dead_lettered_or_a_counted_duplicate(tmp_path, se
     conn = sqlite3.connect(settings.store_path)
     assert conn.execute("SELECT count(*) FROM bars").fetchone()[0] == len(real)
     reasons = dict(conn.execute("SELECT reason, count(*) FROM dead_letters GROUP BY reason"))
-    assert reasons == {k: 1 for k in BAD_LINES}
+    assert reasons == dict.fromkeys(BAD_LINES, 1)
     payloads = {r[0] for r in conn.execute("SELECT payload FROM dead_letters "
                                            "WHERE step = 'ParseEvents'")}
     assert BAD_LINES["malformed_line"] in payloads

@@ -1,4 +1,5 @@
-"""The locked seams: PriceEvent schema, event ids, dead letters, row keys, instruments, calendars."""
+"""The locked seams: PriceEvent schema, event ids, dead letters, row keys, instruments and
+calendars."""
 
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def test_calendars_on_real_dates():
     assert not nyse.is_session(dt.date(2018, 1, 1))
     assert not tse.is_session(dt.date(2018, 1, 2))
     # half day after Thanksgiving: 13:00 New York = 18:00 UTC
-    assert nyse.session_close(dt.date(2013, 11, 29)) == (dt.datetime(2013, 11, 29, 18, tzinfo=UTC), ())
+    assert nyse.session_close(dt.date(2013, 11, 29)) == \
+        (dt.datetime(2013, 11, 29, 18, tzinfo=UTC), ())
     # a regular winter day closes 16:00 New York = 21:00 UTC; Tokyo 15:00 JST = 06:00 UTC
     assert nyse.session_close(dt.date(2018, 2, 7))[0] == dt.datetime(2018, 2, 7, 21, tzinfo=UTC)
     assert tse.session_close(dt.date(2018, 1, 4))[0] == dt.datetime(2018, 1, 4, 6, tzinfo=UTC)

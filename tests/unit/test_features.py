@@ -61,7 +61,7 @@ def test_features_match_pandas_on_real_aapl_rows(aapl):
     ours = [hist.push(b).features for b in _points(aapl)]
     expected = _pandas_features(aapl)
     assert all(f is None for f in ours[: MIN_HISTORY - 1])
-    got = np.array([f for f in ours[MIN_HISTORY - 1:]])
+    got = np.array(ours[MIN_HISTORY - 1:])
     np.testing.assert_allclose(got, expected.iloc[MIN_HISTORY - 1:].to_numpy(), rtol=1e-9,
                                atol=1e-12)
 

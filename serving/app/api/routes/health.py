@@ -1,6 +1,7 @@
 """Route ``GET /healthz``: is the API up and can it read the serving store?
 
-Answers 200 ``{"status": "ok", "store": "ok"}`` when the store opens and answers ``ping()`` (no table scans);
+Answers 200 ``{"status": "ok", "store": "ok"}`` when the store opens and answers ``ping()``
+(no table scans);
 503 with ``store`` = ``missing`` (no store file yet) or ``error`` (it cannot be opened or
 queried) otherwise. Load balancers and ``docker HEALTHCHECK`` poll it.
 """
