@@ -71,7 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     mv = train(args.input or None, epochs=args.epochs, units=args.units,
                max_train_examples=args.max_examples, progress=True)
-    val = mv.metadata.get("validation", {})
+    val = mv.metadata.get("validation_metrics", {})
     print(f"saved model {mv.name} version {mv.version} at {mv.path}")
     if val:
         print("validation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
