@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import sqlite3
 
@@ -127,3 +128,27 @@ def test_every_input_is_stored_dead_lettered_or_a_counted_duplicate(tmp_path, se
     after = conn.execute("SELECT count(*) FROM bars").fetchone()[0], \
         conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
     assert before == after
+
+
+def test_a_parquet_file_runs_through_the_same_steps(tmp_path, settings):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    header, rows = read_rows(SP500, {"IBM"})
+    rows = rows[-80:]
+    table = pa.table({
+        "symbol": [r[0] for r in rows],
+        "date": pa.array([dt.date.fromisoformat(r[1]) for r in rows], type=pa.date32()),
+        **{c: [float(r[i]) for r in rows] for i, c in enumerate(header) if i >= 2},
+    })
+    bad = pa.table({"symbol": ["IBM"], "date": pa.array([dt.date(2018, 2, 8)], type=pa.date32()),
+                    "open": [1.0], "high": [0.5], "low": [0.9], "close": [0.7], "volume": [1.0]})
+    path = tmp_path / "ibm.parquet"
+    pq.write_table(pa.concat_tables([table, bad]), path)
+    summary = run(["--input", str(path), "--skip_inference", "true"], settings=settings)
+    assert summary.events_read == 81 and summary.bars_stored == 80
+    assert summary.dead_letters_by_reason == {"ValidateEvents:high_below_low": 1}
+    assert summary.reconciled
+    conn = sqlite3.connect(settings.store_path)
+    got = conn.execute("SELECT source, close FROM bars ORDER BY row_key DESC LIMIT 1").fetchone()
+    assert got == ("user", float(rows[-1][5]))
