@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from miraikakaku.instruments import Instrument
-from miraikakaku.schema import AlertEvent, DeadLetter
+from miraikakaku.schema import AlertEvent, DeadLetter, Prediction
 
 __all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "ServingStore"]
 
@@ -72,20 +72,8 @@ class QuoteRow:
     currency: str
 
 
-@dataclasses.dataclass(frozen=True)
-class PredictionRow:
-    """A stored prediction (see ``miraikakaku.schema.Prediction``)."""
-
-    instrument_id: str
-    source: str
-    as_of_date: dt.date
-    as_of_time: dt.datetime
-    target_date: dt.date
-    base_price: float
-    predicted_log_return: float
-    predicted_price: float
-    model_name: str
-    model_version: str
+PredictionRow = Prediction
+"""A stored prediction reads back as the ``Prediction`` that was written."""
 
 
 @runtime_checkable
