@@ -14,8 +14,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock setup.py
 	@test -x $(BIN)/python || $(PYTHON310) -m venv $(VENV)
 	$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version'
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -qq --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -qq --no-deps --no-build-isolation -e .
 	@touch $@
 
 demo: venv

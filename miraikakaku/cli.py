@@ -63,19 +63,29 @@ def _print_summary(summary) -> None:
     t.add_row("reconciled (read = stored + dead-lettered + duplicates)",
               "[green]yes[/green]" if summary.reconciled else "[red]NO[/red]")
     t.add_row("store", summary.store_path)
-    Console().print(t)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(t)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from models.training import train
 
-    mv = train(args.input or None, epochs=args.epochs, units=args.units,
-               max_train_examples=args.max_examples, progress=True)
+    try:
+        mv = train(args.input or None, epochs=args.epochs, units=args.units,
+                   max_train_examples=args.max_examples, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"miraikakaku train: {e}", file=sys.stderr)
+        return 2
     val = mv.metadata.get("validation_metrics", {})
     print(f"saved model {mv.name} version {mv.version} at {mv.path}")
     if val:
         print("validation: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in val.items()))
+        rmse, base = val.get("rmse"), val.get("zero_baseline_rmse")
+        if rmse is not None and base is not None and rmse >= base:
+            print("note: this model does not beat the zero-return (random-walk) forecast on the "
+                  "validation period, as is common for daily returns; it is used all the same "
+                  "until the training pipeline's evaluator gate decides which model serves.")
     return 0
 
 
@@ -101,7 +111,11 @@ def _cmd_run(argv: Sequence[str]) -> int:
 
     progress = "--no-progress" not in argv
     argv = [a for a in argv if a != "--no-progress"]
-    summary = run(argv, show_progress=progress)
+    try:
+        summary = run(argv, show_progress=progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"miraikakaku run: {e}", file=sys.stderr)
+        return 2
     _print_summary(summary)
     return 0 if summary.reconciled else 1
 
@@ -139,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="miraikakaku",
                                      description="MiraiKakaku stock-price data platform.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="Train the LSTM on daily prices; saves a new version.")
+    p_train = sub.add_parser(
+        "train", help="Train the LSTM on daily prices; saves a new version.",
+        description="Train the next-session LSTM on daily price files and save it as a new "
+                    "version under $MIRAIKAKAKU_DATA_DIR/models/lstm_daily/.")
     p_train.add_argument("--input", action="append",
                          help="Price file(s). Default: the files `run` reads by default.")
     p_train.add_argument("--epochs", type=int, default=3, help="Training epochs. Default: 3.")

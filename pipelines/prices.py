@@ -291,6 +291,9 @@ class _LiveProgress:
             while not self._stop.wait(0.5):
                 refresh()
             refresh()
+            for task in tasks.values():  # done: the totals were estimates
+                done = bar.tasks[task].completed
+                bar.update(task, total=done, completed=done)
 
 
 def _count_lines(specs: Sequence[FileSpec]) -> int | None:
