@@ -3,7 +3,9 @@
 Keys start with the instrument and sort by time within it (ARCHITECTURE.md, "Stores"), so a
 range scan over one instrument is a prefix scan:
 
-* bar:         ``XNAS:AAPL#1d#20180207``
+* daily bar:   ``XNAS:AAPL#1d#20180207`` (exchange-local session date)
+* intraday bar: ``XNYS:IBM#1m#20131007T133000`` (bar start, UTC)
+* trade:       ``XNYS:IBM#tick#20131007T133000.270#000042`` (trade time UTC, per-source sequence)
 * prediction:  ``XNAS:AAPL#pred#1d#20180207`` (one row per as-of session; model in the columns)
 * latest quote: ``XNAS:AAPL#latest``
 
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["bar_key", "prediction_key", "latest_key", "parse_bar_key", "scan_range"]
+__all__ = ["bar_key", "intraday_key", "trade_key", "event_key", "prediction_key", "latest_key",
+           "parse_bar_key", "scan_range"]
 
 SEP = "#"
 
@@ -38,6 +41,38 @@ def bar_key(instrument_id: str, interval: str, session_date: dt.date) -> str:
     """
     _check_instrument(instrument_id)
     return f"{instrument_id}{SEP}{interval}{SEP}{_yyyymmdd(session_date)}"
+
+
+def intraday_key(instrument_id: str, interval: str, start: dt.datetime) -> str:
+    """Row key of an intraday bar: ``{instrument_id}#{interval}#{YYYYMMDDTHHMMSS}`` (start, UTC)."""
+    _check_instrument(instrument_id)
+    s = start.astimezone(dt.timezone.utc)
+    return f"{instrument_id}{SEP}{interval}{SEP}{_yyyymmdd(s)}T{s:%H%M%S}"
+
+
+def trade_key(instrument_id: str, time: dt.datetime, sequence: int) -> str:
+    """Row key of a trade: ``{instrument_id}#tick#{YYYYMMDDTHHMMSS.fff}#{sequence:06d}`` (UTC).
+
+    Raises:
+        ValueError: for a negative sequence number.
+    """
+    _check_instrument(instrument_id)
+    if sequence < 0:
+        raise ValueError(f"negative sequence {sequence}")
+    t = time.astimezone(dt.timezone.utc)
+    return (f"{instrument_id}{SEP}tick{SEP}{_yyyymmdd(t)}T{t:%H%M%S}.{t.microsecond // 1000:03d}"
+            f"{SEP}{sequence:06d}")
+
+
+def event_key(event) -> str:
+    """Row key of a ``PriceEvent`` by its interval (daily bar, intraday bar or trade)."""
+    if event.interval == "1d":
+        return bar_key(event.instrument_id, "1d", event.session_date)
+    if event.interval == "tick":
+        return trade_key(event.instrument_id, event.event_time, event.sequence)
+    seconds = {"1h": 3600, "1m": 60, "1s": 1}[event.interval]
+    return intraday_key(event.instrument_id, event.interval,
+                        event.event_time - dt.timedelta(seconds=seconds))
 
 
 def prediction_key(instrument_id: str, interval: str, as_of_date: dt.date) -> str:

@@ -77,6 +77,8 @@ SOURCES: dict[str, SourceInfo] = {
         SourceInfo("yfinance", "raw", True, "Yahoo Finance via yfinance, 2013-2024"),
         SourceInfo("mlbot", "raw", True,
                    "Yahoo-style TSE daily via traningtrading/MLbot, 1983-2018"),
+        SourceInfo("lean", "raw", False,
+                   "QuantConnect Lean / AlgoSeek intraday trades and bars (New York times)"),
         SourceInfo("user", "split_adjusted", False, "a user's own file (basis assumed adjusted)"),
     )
 }

@@ -157,7 +157,7 @@ class SqliteServingStore:
         for r in records:
             n += 1
             if isinstance(r, PriceEvent):
-                key = rowkeys.bar_key(r.instrument_id, r.interval, r.session_date)
+                key = rowkeys.event_key(r)
                 bars.append((key, r.source, r.instrument_id, r.interval, r.session_date.isoformat(),
                              _ts(r.event_time), r.open, r.high, r.low, r.close, r.volume,
                              r.adj_close, r.currency, r.event_id))

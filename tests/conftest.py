@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from miraikakaku.settings import Settings  # noqa: E402
 
-_MARKERS = {"unit", "pipeline", "api", "e2e"}
+_MARKERS = {"unit", "pipeline", "api", "e2e", "integration"}
 SHARED = Settings().shared_data_dir
 SP500 = SHARED / "normalized" / "us_daily_sp500_5yr_2013_2018.normalized.csv.gz"
 JP = SHARED / "normalized" / "jp_daily.normalized.csv.gz"
@@ -59,3 +59,31 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir."""
     return Settings(data_dir=tmp_path / "var")
+
+
+def _emulator(kind: str, env: str):
+    from tests.emulators import running_emulator, wait_for_port
+
+    host = os.environ.get(env)
+    if host:
+        wait_for_port(host, timeout=30)
+        yield host
+        return
+    with running_emulator(kind) as host:
+        os.environ[env] = host
+        try:
+            yield host
+        finally:
+            os.environ.pop(env, None)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator():
+    """``host:port`` of a running Pub/Sub emulator (``PUBSUB_EMULATOR_HOST`` is set)."""
+    yield from _emulator("pubsub", "PUBSUB_EMULATOR_HOST")
+
+
+@pytest.fixture(scope="session")
+def bigtable_emulator():
+    """``host:port`` of a running Bigtable emulator (``BIGTABLE_EMULATOR_HOST`` is set)."""
+    yield from _emulator("bigtable", "BIGTABLE_EMULATOR_HOST")

@@ -79,12 +79,14 @@ class FileSpec:
         origin: short name used in dead letters (the file's base name).
         columns: normalized column names of a CSV file (None for Parquet).
         default_source: source name for rows without a ``source`` column.
+        interval: ``1d``, ``1h``, ``1m``, ``1s`` or ``tick`` (see ``parse_fields``).
     """
 
     path: str
     origin: str
     columns: tuple[str, ...] | None
     default_source: str
+    interval: str = "1d"
 
 
 def _norm_col(name: str) -> str:
@@ -100,8 +102,15 @@ def _stem(path: str) -> str:
     return base
 
 
-def file_spec(path: str | Path, default_source: str | None = None) -> FileSpec:
+_INTERVAL_WORDS = (("tick", "tick"), ("second", "1s"), ("minute", "1m"), ("hour", "1h"))
+
+
+def file_spec(path: str | Path, default_source: str | None = None,
+              interval: str | None = None) -> FileSpec:
     """Inspect a file's header (a cheap preflight) and say how to read it.
+
+    The interval comes from ``interval`` or the file name (``tick``, ``second``, ``minute``,
+    ``hour``; else daily); a header with ``price`` and ``size`` is a trade file.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -111,19 +120,25 @@ def file_spec(path: str | Path, default_source: str | None = None) -> FileSpec:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     stem = _stem(path)
-    source = default_source or _KNOWN_SOURCES.get(stem, "user")
+    source = default_source or _KNOWN_SOURCES.get(stem) or (
+        "lean" if "_lean" in stem else "user")
+    if interval is None:
+        interval = next((iv for word, iv in _INTERVAL_WORDS if word in stem.lower()), "1d")
     if path.endswith(".parquet"):
-        return FileSpec(path, os.path.basename(path), None, source)
+        return FileSpec(path, os.path.basename(path), None, source, interval)
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:
         header = f.readline()
     if not header.strip():
         raise ValueError(f"{path}: empty file or no header line")
     columns = tuple(_norm_col(c) for c in next(csv.reader([header])))
-    missing = [c for c in _REQUIRED if c not in columns]
+    if "price" in columns:
+        interval = "tick"
+    required = ("symbol", "date", "price", "size") if interval == "tick" else _REQUIRED
+    missing = [c for c in required if c not in columns]
     if missing:
         raise ValueError(f"{path}: header lacks required columns {missing} (has {list(columns)})")
-    return FileSpec(path, os.path.basename(path), columns, source)
+    return FileSpec(path, os.path.basename(path), columns, source, interval)
 
 
 def _text(value: Any) -> str:
@@ -153,14 +168,42 @@ def _date(raw: str) -> dt.date:
         raise ParseError("bad_timestamp", f"unparseable date {raw[:40]!r}") from None
 
 
-def parse_fields(fields: Mapping[str, Any], *, default_source: str,
-                 master: InstrumentMaster) -> PriceEvent:
-    """Turn one record (normalized column name → value) into a daily-bar ``PriceEvent``.
+INTERVALS = {"1d": None, "1h": 3600, "1m": 60, "1s": 1, "tick": 0}
+"""Supported intervals and their length in seconds (None: a session)."""
+
+
+def _timestamp(raw: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ParseError("bad_timestamp", f"unparseable timestamp {raw[:40]!r}") from None
+    if value.tzinfo is None:
+        raise ParseError("bad_timestamp", f"timestamp without a UTC offset: {raw[:40]!r}")
+    return value.astimezone(dt.timezone.utc)
+
+
+def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: InstrumentMaster,
+                 interval: str = "1d", sequence: int = 0) -> PriceEvent:
+    """Turn one record (normalized column name → value) into a ``PriceEvent``.
+
+    Three shapes are accepted:
+
+    * a daily bar (``interval="1d"``): ``date`` is the session date; the event time is the
+      session close from the exchange calendar;
+    * an intraday bar (``1h``, ``1m``, ``1s``): ``date`` is the bar's start as ISO 8601 with a
+      UTC offset (Lean's New York times); the event time is the bar's end (start + interval),
+      when the bar is complete;
+    * a trade (columns ``price`` and ``size``, or ``interval="tick"``): the event time is the
+      trade time; open = high = low = close = price and volume = size; Lean's ``suspicious``
+      marker becomes the flag ``suspicious``.
 
     Args:
         fields: column → value (text or number); see the module docstring for the names.
         default_source: source when the record has none.
         master: instrument reference data for ids, currency and calendar.
+        interval: the file's interval (``INTERVALS``); trades are recognized by their columns.
+        sequence: per-source sequence number (trades sharing a timestamp differ by it); a
+            ``sequence`` field in the record wins.
 
     Returns:
         The event, with calendar flags (``not_a_session``, ``calendar_estimated``) and
@@ -170,34 +213,62 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str,
         ParseError: with reason ``missing_field``, ``bad_number``, ``bad_timestamp`` or
             ``bad_symbol``.
     """
-    for name in _REQUIRED:
+    is_trade = "price" in fields or interval == "tick"
+    required = ("symbol", "date", "price", "size") if is_trade else _REQUIRED
+    for name in required:
         if not _text(fields.get(name)):
             raise ParseError("missing_field", f"field {name!r} is empty")
     try:
         inst = master.resolve(_text(fields["symbol"]))
     except ValueError as e:
         raise ParseError("bad_symbol", str(e)) from None
-    day = _date(_text(fields["date"]))
-    o = _number(fields, "open", required=True)
-    h = _number(fields, "high", required=True)
-    lo = _number(fields, "low", required=True)
-    c = _number(fields, "close", required=True)
-    v = _number(fields, "volume", required=False)
-    adj = _number(fields, "adj_close", required=False)
+    if _text(fields.get("sequence")):
+        seq_value = _number(fields, "sequence", required=True)
+        sequence = int(seq_value)  # type: ignore[arg-type]
     source = _text(fields.get("source")) or default_source
-    close_time, flags = get_calendar(inst.calendar).session_close(day)
+    flags: tuple[str, ...] = ()
+    if is_trade:
+        interval = "tick"
+        start = _timestamp(_text(fields["date"]))
+        o = h = lo = c = _number(fields, "price", required=True)
+        v = _number(fields, "size", required=True)
+        adj = None
+        event_time = start
+        if _text(fields.get("suspicious")) not in ("", "0"):
+            flags = ("suspicious",)
+        start_text = start.strftime("%Y%m%dT%H%M%S.") + f"{start.microsecond // 1000:03d}"
+    else:
+        o = _number(fields, "open", required=True)
+        h = _number(fields, "high", required=True)
+        lo = _number(fields, "low", required=True)
+        c = _number(fields, "close", required=True)
+        v = _number(fields, "volume", required=False)
+        adj = _number(fields, "adj_close", required=False)
+        if interval == "1d":
+            day = _date(_text(fields["date"]))
+            event_time, flags = get_calendar(inst.calendar).session_close(day)
+            start_text = f"{day.year:04d}{day.month:02d}{day.day:02d}"
+        else:
+            if interval not in INTERVALS:
+                raise ValueError(f"unknown interval {interval!r}")
+            start = _timestamp(_text(fields["date"]))
+            event_time = start + dt.timedelta(seconds=INTERVALS[interval] or 0)
+            start_text = start.strftime("%Y%m%dT%H%M%S")
+    if interval != "1d":
+        tz = get_calendar(inst.calendar).tz
+        day = start.astimezone(tz).date()
     if not inst.known:
         flags = (*flags, "unknown_instrument")
     return PriceEvent(
         schema_version=SCHEMA_VERSION,
-        event_id=make_event_id(source, inst.instrument_id, "1d", f"{day:%Y%m%d}", 0),
+        event_id=make_event_id(source, inst.instrument_id, interval, start_text, sequence),
         instrument_id=inst.instrument_id,
         symbol=inst.symbol,
         source=source,
-        sequence=0,
-        interval="1d",
+        sequence=sequence,
+        interval=interval,
         session_date=day,
-        event_time=close_time,
+        event_time=event_time,
         open=o, high=h, low=lo, close=c,  # type: ignore[arg-type]
         volume=v,
         adj_close=adj,
@@ -207,7 +278,7 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str,
 
 
 def parse_line(line: str, columns: Sequence[str], *, default_source: str,
-               master: InstrumentMaster) -> PriceEvent:
+               master: InstrumentMaster, interval: str = "1d", sequence: int = 0) -> PriceEvent:
     """Parse one CSV data line with the file's header ``columns``.
 
     Raises:
@@ -222,18 +293,39 @@ def parse_line(line: str, columns: Sequence[str], *, default_source: str,
         raise ParseError("malformed_line",
                          f"{len(values)} values for {len(columns)} columns")
     fields = dict(zip(columns, values, strict=True))
-    return parse_fields(fields, default_source=default_source, master=master)
+    return parse_fields(fields, default_source=default_source, master=master, interval=interval,
+                        sequence=sequence)
 
 
 def iter_file(spec: FileSpec, master: InstrumentMaster | None = None
               ) -> Iterator[PriceEvent | DeadLetter]:
-    """Parse a whole file outside Beam, yielding events and dead letters in file order."""
+    """Parse a whole file outside Beam, yielding events and dead letters in file order.
+
+    Trades get a per-source sequence number: the row's position among the rows of its symbol
+    in the file (0, 1, 2, ...), so trades sharing a timestamp get distinct, stable event ids and a
+    re-read of the same file gives the same ids. Bars keep sequence 0.
+    """
     master = master or load_master()
+    specs = {spec.origin: spec}
+    counters: dict[str, int] = {}
+
+    def numbered(payload: str | dict) -> PriceEvent | DeadLetter:
+        if isinstance(payload, str):
+            symbol = payload.split(",", 1)[0] if spec.columns and spec.columns[0] == "symbol" \
+                else ""
+        else:
+            symbol = str(payload.get("symbol", ""))
+        seq = 0
+        if spec.interval == "tick":  # bars are identified by their start; trades by sequence
+            seq = counters.get(symbol, 0)
+            counters[symbol] = seq + 1
+        return _parse_one((spec.origin, payload), specs, master, seq)
+
     if spec.columns is None:
         import pyarrow.parquet as pq
 
         for row in pq.read_table(spec.path).to_pylist():
-            yield _parse_one((spec.origin, row), {spec.origin: spec}, master)
+            yield numbered(row)
         return
     opener = gzip.open if spec.path.endswith(".gz") else open
     with opener(spec.path, "rt", encoding="utf-8", newline="") as f:
@@ -241,20 +333,21 @@ def iter_file(spec: FileSpec, master: InstrumentMaster | None = None
         for line in f:
             line = line.rstrip("\r\n")
             if line:
-                yield _parse_one((spec.origin, line), {spec.origin: spec}, master)
+                yield numbered(line)
 
 
 def _parse_one(element: tuple[str, str | dict], specs: Mapping[str, FileSpec],
-               master: InstrumentMaster) -> PriceEvent | DeadLetter:
+               master: InstrumentMaster, sequence: int = 0) -> PriceEvent | DeadLetter:
     origin, payload = element
     spec = specs[origin]
     try:
         if isinstance(payload, str):
             assert spec.columns is not None
             return parse_line(payload, spec.columns, default_source=spec.default_source,
-                              master=master)
+                              master=master, interval=spec.interval, sequence=sequence)
         fields = {_norm_col(k): v for k, v in payload.items()}
-        return parse_fields(fields, default_source=spec.default_source, master=master)
+        return parse_fields(fields, default_source=spec.default_source, master=master,
+                            interval=spec.interval, sequence=sequence)
     except ParseError as e:
         text = payload if isinstance(payload, str) else repr(payload)
         return DeadLetter(STEP, e.reason, e.detail, text, origin)

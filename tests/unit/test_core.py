@@ -111,3 +111,18 @@ def test_calendars_on_real_dates():
     assert tse.session_close(dt.date(1990, 1, 4))[1] == ("calendar_estimated",)
     assert tse.ordinal(dt.date(2018, 1, 4)) - tse.ordinal(dt.date(2017, 12, 29)) == 1
     assert nyse.next_session(dt.date(2018, 2, 9)) == dt.date(2018, 2, 12)
+
+
+def test_intraday_and_trade_keys():
+    t = dt.datetime(2013, 10, 7, 9, 30, 0, 270000, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+    assert rowkeys.trade_key("XNYS:IBM", t, 42) == "XNYS:IBM#tick#20131007T133000.270#000042"
+    assert rowkeys.intraday_key("XNYS:IBM", "1m", t.replace(microsecond=0)) == \
+        "XNYS:IBM#1m#20131007T133000"
+    e = _event(interval="tick", sequence=7, event_time=t.astimezone(UTC))
+    assert rowkeys.event_key(e) == "XNYS:IBM#tick#20131007T133000.270#000007".replace(
+        "XNYS:IBM", "XNAS:AAPL")
+    bar = _event(interval="1m", event_time=dt.datetime(2013, 10, 7, 13, 31, tzinfo=UTC))
+    assert rowkeys.event_key(bar) == "XNAS:AAPL#1m#20131007T133000"
+    assert rowkeys.event_key(_event()) == "XNAS:AAPL#1d#20180207"
+    with pytest.raises(ValueError):
+        rowkeys.trade_key("XNYS:IBM", t, -1)
