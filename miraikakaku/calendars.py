@@ -60,6 +60,10 @@ class SessionCalendar:
         self._close: dict[dt.date, dt.datetime] = {
             d.date(): c.to_pydatetime().astimezone(dt.timezone.utc) for d, c in closes.items()
         }
+        self._open: dict[dt.date, dt.datetime] = {
+            d.date(): o.to_pydatetime().astimezone(dt.timezone.utc)
+            for d, o in cal.schedule["open"].items()
+        }
         self._sessions: list[dt.date] = sorted(self._close)
         self._ordinal: dict[dt.date, int] = {d: i for i, d in enumerate(self._sessions)}
         # Regular close time (local wall clock) in force on a date: close_times is
@@ -87,6 +91,16 @@ class SessionCalendar:
         if day < self.first_session or day > self.last_session:
             return self._regular_close(day), (FLAG_CALENDAR_ESTIMATED,)
         return self._regular_close(day), (FLAG_NOT_A_SESSION,)
+
+    def regular_session(self, t: dt.datetime) -> dt.date | None:
+        """The session date whose regular hours [open, close) contain the instant ``t``, or None
+        (pre-market, after-hours, a holiday). Tokyo's lunch break counts as inside the session
+        (the session bar spans it); the exchange has no trades then anyway."""
+        day = t.astimezone(self.tz).date()
+        opened, closed = self._open.get(day), self._close.get(day)
+        if opened is None or closed is None:
+            return None
+        return day if opened <= t < closed else None
 
     def is_session(self, day: dt.date) -> bool:
         """True when ``day`` is a trading session of this exchange."""

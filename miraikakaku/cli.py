@@ -116,8 +116,32 @@ def _cmd_run(argv: Sequence[str]) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"miraikakaku run: {e}", file=sys.stderr)
         return 2
+    from pipelines.prices import StreamingRun
+
+    if isinstance(summary, StreamingRun):
+        return _wait_streaming(summary)
     _print_summary(summary)
     return 0 if summary.reconciled else 1
+
+
+def _wait_streaming(handle) -> int:
+    """Show the stream's counters every 10 s until Ctrl-C, then stop it and print the summary."""
+    import time
+
+    print("streaming: reading", handle.resolved.subscription, "- Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(10)
+            s = handle.summary()
+            print(f"  read {s.events_read:,} · stored {s.bars_stored:,} · dead letters "
+                  f"{s.parse_dead_letters + s.validation_dead_letters:,} · duplicates "
+                  f"{s.duplicates:,} · predictions {s.predictions:,} · alerts {s.alerts:,}",
+                  flush=True)
+    except KeyboardInterrupt:
+        summary = handle.summary()
+        handle.cancel()
+        _print_summary(summary)
+        return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -18,16 +18,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
+from apache_beam.runners.direct.direct_runner import DirectPipelineResult
 from apache_beam.transforms.window import TimestampedValue
 
 from miraikakaku.settings import Settings, get_settings
+from stores.spec import StoreSpec
 from transforms import progress
 from transforms.alerts import ComputePredictedMoveAlerts, load_rules
 from transforms.dedup import DeduplicateEvents
@@ -73,11 +80,43 @@ class PriceOptions(PipelineOptions):
                             help="RunInference max batch size. Default: 1024.")
         parser.add_argument("--write_batch_size", type=int, default=5000,
                             help="Max records per store transaction. Default: 5000.")
+        parser.add_argument(
+            "--subscription", default=None,
+            help="Pub/Sub subscription (projects/P/subscriptions/S) to read PriceEvents from; "
+                 "implies --streaming. Default: none (read --input files).")
+        parser.add_argument("--sink", default="sqlite", choices=["sqlite", "bigtable"],
+                            help="Serving store: the embedded SQLite file or Bigtable. "
+                                 "Default: sqlite.")
+        parser.add_argument("--bigtable_project", default=None,
+                            help="Bigtable project. Default: --project, else "
+                                 "$MIRAIKAKAKU_GCP_PROJECT, else miraikakaku-local.")
+        parser.add_argument("--bigtable_instance", default="miraikakaku",
+                            help="Bigtable instance. Default: miraikakaku.")
+        parser.add_argument("--bq_dataset", default=None,
+                            help="BigQuery dataset (PROJECT:DATASET or DATASET) to also write "
+                                 "bars, predictions, alerts and dead letters to. Default: none.")
+        parser.add_argument("--alerts_topic", default=None,
+                            help="Pub/Sub topic (projects/P/topics/T) for alert events. "
+                                 "Default: none (embedded outbox table only).")
+        parser.add_argument("--dead_letter_topic", default=None,
+                            help="Pub/Sub topic for unparseable messages. Default: none.")
+        parser.add_argument("--allowed_lateness_seconds", type=float, default=60.0,
+                            help="How late a trade may arrive and still join its bars. "
+                                 "Default: 60.")
+        parser.add_argument("--dedup_horizon_seconds", type=float, default=3 * 24 * 3600,
+                            help="Event-time horizon of streaming deduplication state. "
+                                 "Default: 259200 (3 days).")
+        parser.add_argument("--idle_seconds", type=float, default=5.0,
+                            help="Quiet time after which open bars are written as provisional. "
+                                 "Default: 5.")
 
 
 @dataclasses.dataclass
 class RunSummary:
     """What a run did (from Beam counters; times in seconds).
+
+    ``bars_stored`` counts input events written to the store (bars and trades);
+    ``derived_bars`` the final minute and session bars aggregated from trades (streaming).
 
     ``reconciled`` is True when ``events_read == bars_stored + parse_dead_letters +
     validation_dead_letters + duplicates``.
@@ -87,6 +126,7 @@ class RunSummary:
     model: str | None
     events_read: int = 0
     bars_stored: int = 0
+    derived_bars: int = 0
     flagged_bars: int = 0
     duplicates: int = 0
     conflicting_duplicates: int = 0
@@ -125,7 +165,8 @@ class RunSummary:
 @dataclasses.dataclass(frozen=True)
 class _Resolved:
     specs: list[FileSpec]
-    store_path: str
+    subscription: str | None
+    store: StoreSpec
     source_priority: list[str]
     rules: list
     model_uri: str | None
@@ -133,16 +174,33 @@ class _Resolved:
     model_version: str | None
     window: int
     bounded: bool
+    bq_table_prefix: str | None
+    alerts_topic: str | None
+    dead_letter_topic: str | None
+
+    @property
+    def store_path(self) -> str:
+        return self.store.path or f"bigtable://{self.store.project}/{self.store.instance}"
 
 
 def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
     """Validate options and run the cheap preflight checks (files, model, rules)."""
     po = opts.view_as(PriceOptions)
-    inputs = po.input or [str(p) for p in settings.default_inputs]
-    specs = [file_spec(p, po.source) for p in inputs]
-    origins = [s.origin for s in specs]
-    if len(set(origins)) != len(origins):
-        raise ValueError(f"two inputs share a file name: {origins}")
+    std = opts.view_as(StandardOptions)
+    if po.subscription:
+        if po.input:
+            raise ValueError("--subscription and --input are exclusive")
+        if not po.subscription.startswith("projects/") or "/subscriptions/" not in \
+                po.subscription:
+            raise ValueError("--subscription must look like projects/P/subscriptions/S")
+        std.streaming = True
+        specs: list[FileSpec] = []
+    else:
+        inputs = po.input or [str(p) for p in settings.default_inputs]
+        specs = [file_spec(p, po.source) for p in inputs]
+        origins = [s.origin for s in specs]
+        if len(set(origins)) != len(origins):
+            raise ValueError(f"two inputs share a file name: {origins}")
     priority = ([s.strip() for s in po.source_priority.split(",") if s.strip()]
                 if po.source_priority else list(settings.source_priority))
     rules = load_rules(po.alert_rules or settings.alert_rules_path)
@@ -161,37 +219,98 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
             mv = latest_version(model_dir)
         model_uri, model_version = str(mv.path), mv.version
         window = int(mv.metadata.get("window", DEFAULT_WINDOW))
-    store_path = po.store_path or str(settings.store_path)
-    bounded = not opts.view_as(StandardOptions).streaming
-    return _Resolved(specs, store_path, priority, rules, model_uri, settings.model_name,
-                     model_version, window, bounded)
+    if po.sink == "bigtable":
+        project = (po.bigtable_project or opts.view_as(GoogleCloudOptions).project
+                   or os.environ.get("MIRAIKAKAKU_GCP_PROJECT") or "miraikakaku-local")
+        store = StoreSpec("bigtable", project=project, instance=po.bigtable_instance,
+                          source_priority=tuple(priority))
+    else:
+        store = StoreSpec("sqlite", path=po.store_path or str(settings.store_path),
+                          source_priority=tuple(priority))
+    bq = None
+    if po.bq_dataset:
+        project = opts.view_as(GoogleCloudOptions).project
+        bq = po.bq_dataset if ":" in po.bq_dataset or not project else \
+            f"{project}:{po.bq_dataset}"
+    return _Resolved(specs, po.subscription, store, priority, rules, model_uri,
+                     settings.model_name, model_version, window, not std.streaming, bq,
+                     po.alerts_topic, po.dead_letter_topic)
+
+
+def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
+    """The edge that reads: price files (bounded) or a Pub/Sub subscription (unbounded)."""
+    if r.subscription is None:
+        raw = p | "ReadPrices" >> ReadPriceFiles(r.specs)
+        return raw | "ParseEvents" >> ParseEvents({s.origin: s for s in r.specs}, default_mic)
+    from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+    from transforms.messages import ParseMessages
+
+    messages = p | "ReadPrices" >> ReadFromPubSub(
+        subscription=r.subscription, with_attributes=True, timestamp_attribute="event_time")
+    return messages | "ParseEvents" >> ParseMessages(r.subscription)
 
 
 def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 5000,
-                   default_mic: str = "XNYS", min_batch: int = 32, max_batch: int = 1024) -> None:
+                   default_mic: str = "XNYS", min_batch: int = 32, max_batch: int = 1024,
+                   allowed_lateness_seconds: float = 60.0, idle_seconds: float = 5.0,
+                   dedup_horizon_seconds: float = 3 * 24 * 3600) -> None:
     """Add the price pipeline's steps to ``p`` (see the module docstring for the graph)."""
-    raw = p | "ReadPrices" >> ReadPriceFiles(r.specs)
-    parsed = raw | "ParseEvents" >> ParseEvents({s.origin: s for s in r.specs}, default_mic)
+    parsed = _read(p, r, default_mic)
     valid = parsed.events | "ValidateEvents" >> ValidateEvents()
-    unique = valid.events | "DeduplicateEvents" >> DeduplicateEvents(bounded=r.bounded)
+    unique = valid.events | "DeduplicateEvents" >> DeduplicateEvents(
+        bounded=r.bounded, horizon_seconds=int(dedup_horizon_seconds))
     timed = unique | "AddEventTimestamps" >> beam.Map(
         lambda e: TimestampedValue(e, e.event_time.timestamp()))
-    ordered = timed | "ComputeFeatures" >> ComputeFeatures(
-        r.source_priority, r.rules, r.window, bounded=r.bounded, default_mic=default_mic)
-    outputs = [unique, ordered.flags, ordered.alerts, ordered.instruments,
-               parsed.dead_letters, valid.dead_letters]
+    daily = timed | "SelectDailyBars" >> beam.Filter(lambda e: e.interval == "1d")
+    outputs = [unique, parsed.dead_letters, valid.dead_letters]
+    if not r.bounded:
+        from transforms.alerts import DetectPriceCrossings
+        from transforms.bars import AggregateTrades
+
+        trades = timed | "SelectTrades" >> beam.Filter(lambda e: e.interval == "tick")
+        bars = trades | "AggregateTrades" >> AggregateTrades(
+            allowed_lateness_seconds, idle_seconds, default_mic)
+        crossings = trades | "DetectPriceCrossings" >> DetectPriceCrossings(r.rules)
+        daily = (daily, bars.session_bars) | "MergeDailyBars" >> beam.Flatten()
+        outputs += [bars.minute_bars, bars.session_bars, bars.provisional, crossings]
+    ordered = daily | "ComputeFeatures" >> ComputeFeatures(
+        r.source_priority, r.rules, r.window, bounded=r.bounded, default_mic=default_mic,
+        warm_store=None if r.bounded else r.store)
+    outputs += [ordered.flags, ordered.alerts, ordered.instruments]
+    alerts = [ordered.alerts] + ([crossings] if not r.bounded else [])
     if r.model_uri is not None:
         from transforms.inference import PredictNextReturn
 
         inferred = ordered.windows | "PredictNextReturn" >> PredictNextReturn(
             r.model_uri, r.model_name, r.model_version or "", min_batch, max_batch)
-        alerts = inferred.predictions | "ComputePredictedMoveAlerts" >> \
+        predicted_alerts = inferred.predictions | "ComputePredictedMoveAlerts" >> \
             ComputePredictedMoveAlerts(r.rules)
-        outputs += [inferred.predictions, inferred.dead_letters, alerts]
-    (tuple(outputs)
-     | "FlattenRecords" >> beam.Flatten()
-     | "WriteToServingStore" >> WriteToServingStore(
-         r.store_path, r.source_priority, max_batch_size=write_batch_size))
+        outputs += [inferred.predictions, inferred.dead_letters, predicted_alerts]
+        alerts.append(predicted_alerts)
+    records = tuple(outputs) | "FlattenRecords" >> beam.Flatten()
+    if r.store.kind == "sqlite":
+        records | "WriteToServingStore" >> WriteToServingStore(
+            r.store.path, r.source_priority, max_batch_size=write_batch_size)
+    else:
+        from transforms.sinks import WriteToBigtableStore
+
+        records | "WriteToServingStore" >> WriteToBigtableStore(r.store)
+    if r.bq_table_prefix:
+        from stores.bigquery import WriteRecordsToBigQuery
+
+        project, dataset = r.bq_table_prefix.split(":", 1)
+        records | "WriteToBigQuery" >> WriteRecordsToBigQuery(project, dataset)
+    if r.alerts_topic:
+        from transforms.sinks import PublishAlerts
+
+        (tuple(alerts) | "FlattenAlerts" >> beam.Flatten()
+         | "PublishAlerts" >> PublishAlerts(r.alerts_topic))
+    if r.dead_letter_topic:
+        from transforms.sinks import PublishDeadLetters
+
+        ((parsed.dead_letters, valid.dead_letters) | "FlattenDeadLetters" >> beam.Flatten()
+         | "PublishDeadLetters" >> PublishDeadLetters(r.dead_letter_topic))
 
 
 def _counters(result) -> dict[tuple[str, str], int]:
@@ -216,12 +335,15 @@ def _summarize(counters: dict[tuple[str, str], int], r: _Resolved, wall: float) 
         inputs=[s.path for s in r.specs],
         model=f"{r.model_name}/{r.model_version}" if r.model_version else None,
         events_read=get("ParseEvents", "events_read"),
-        bars_stored=get(w, "PriceEvent"),
+        bars_stored=get(w, "PriceEvent") - get("AggregateTrades", "minute_bars")
+        - get("AggregateTrades", "session_bars") - get("AggregateTrades", "provisional_bars"),
+        derived_bars=get("AggregateTrades", "minute_bars") + get("AggregateTrades", "session_bars"),
         flagged_bars=get(w, "flagged_bars"),
         duplicates=get("DeduplicateEvents", "duplicates")
         + get("DeduplicateEvents", "streaming_in") - get("DeduplicateEvents", "streaming_out"),
         conflicting_duplicates=get("DeduplicateEvents", "conflicting_duplicates"),
-        parse_dead_letters=sum(v for k, v in dead.items() if k.startswith("ParseEvents:")),
+        parse_dead_letters=sum(v for k, v in dead.items()
+                               if k.startswith(("ParseEvents:", "ParseMessages:"))),
         validation_dead_letters=sum(v for k, v in dead.items()
                                     if k.startswith("ValidateEvents:")),
         inference_dead_letters=sum(v for k, v in dead.items() if k.startswith("RunInference:")),
@@ -309,9 +431,53 @@ def _count_lines(specs: Sequence[FileSpec]) -> int | None:
     return total
 
 
+@dataclasses.dataclass
+class StreamingRun:
+    """A running streaming pipeline (``run(["--subscription", ...])``).
+
+    Attributes:
+        result: Beam's pipeline result (``cancel()`` stops it).
+        resolved: the resolved options.
+        started: ``time.perf_counter()`` at start.
+    """
+
+    result: object
+    resolved: _Resolved
+    started: float
+
+    def _counts(self) -> dict[tuple[str, str], int]:
+        # The DirectRunner's metrics for unbounded pipelines stop after the first bundle; its
+        # DoFns run in this process, so the local mirror (transforms.progress) is exact there.
+        if isinstance(self.result, DirectPipelineResult):
+            return progress.counters()
+        return _counters(self.result)
+
+    def summary(self) -> RunSummary:
+        """Counters so far, as a ``RunSummary`` (``reconciled`` holds once the stream is idle)."""
+        return _summarize(self._counts(), self.resolved, time.perf_counter() - self.started)
+
+    def counter(self, namespace: str, name: str) -> int:
+        """One counter's current value."""
+        return self._counts().get((namespace, name), 0)
+
+    def cancel(self) -> None:
+        """Stop the pipeline."""
+        self.result.cancel()
+
+
+def _start_streaming(p: beam.Pipeline, r: _Resolved) -> StreamingRun:
+    progress.reset()
+    started = time.perf_counter()
+    return StreamingRun(p.run(), r, started)
+
+
 def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
-        show_progress: bool = False, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
+        show_progress: bool = False, test_pipeline: beam.Pipeline | None = None
+        ) -> RunSummary | StreamingRun:
     """Validate options, build the pipeline, run it to completion and summarize.
+
+    With ``--subscription`` the pipeline is unbounded: ``run`` starts it and returns a
+    ``StreamingRun`` handle at once (the CLI waits on it until interrupted).
 
     Args:
         argv: pipeline arguments (``--input``, ``--runner``, see ``PriceOptions``).
@@ -333,11 +499,14 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     po = opts.view_as(PriceOptions)
     p = test_pipeline or beam.Pipeline(options=opts)
     build_pipeline(p, r, write_batch_size=po.write_batch_size, default_mic=po.default_mic,
-                   min_batch=po.inference_min_batch_size, max_batch=po.inference_max_batch_size)
-    Path(r.store_path).parent.mkdir(parents=True, exist_ok=True)
-    from stores.sqlite import SqliteServingStore
-
-    SqliteServingStore(r.store_path, source_priority=r.source_priority).close()
+                   min_batch=po.inference_min_batch_size, max_batch=po.inference_max_batch_size,
+                   allowed_lateness_seconds=po.allowed_lateness_seconds,
+                   idle_seconds=po.idle_seconds, dedup_horizon_seconds=po.dedup_horizon_seconds)
+    if r.store.kind == "sqlite":
+        Path(r.store.path).parent.mkdir(parents=True, exist_ok=True)
+        r.store.open().close()
+    if not r.bounded:
+        return _start_streaming(p, r)
     total = _count_lines(r.specs) if show_progress else None
     t0 = time.perf_counter()
     with _LiveProgress(total, r.model_uri is not None, show_progress):

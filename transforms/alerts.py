@@ -30,6 +30,7 @@ from miraikakaku.instruments import load_master
 from miraikakaku.schema import AlertEvent, Prediction, PriceEvent
 
 __all__ = ["AlertRule", "load_rules", "evaluate_price_rules", "evaluate_prediction_rules",
+           "DetectPriceCrossings",
            "ComputePredictedMoveAlerts", "KINDS"]
 
 KINDS = ("price_cross", "pct_move", "predicted_move")
@@ -156,3 +157,38 @@ class ComputePredictedMoveAlerts(beam.PTransform):
         rules = self._rules
         return predictions | "EvaluatePredictionRules" >> beam.FlatMap(
             lambda p: list(evaluate_prediction_rules(rules, p)))
+
+
+class _PriceCrossingFn(beam.DoFn):
+    from apache_beam.coders import FloatCoder as _FloatCoder
+    from apache_beam.transforms.userstate import ReadModifyWriteStateSpec as _Spec
+
+    LAST = _Spec("last_price", _FloatCoder())
+
+    def __init__(self, rules: Sequence[AlertRule]) -> None:
+        self._rules = [r for r in rules if r.kind == "price_cross"]
+
+    def process(self, element, last=beam.DoFn.StateParam(LAST)):
+        _, trade = element
+        prev = last.read()
+        yield from evaluate_price_rules(self._rules, trade, prev, None)
+        last.write(trade.close)
+
+
+class DetectPriceCrossings(beam.PTransform):
+    """``PCollection[PriceEvent]`` (trades, in arrival order per instrument) →
+    ``PCollection[AlertEvent]``: per-event ``price_cross`` rules fire on the trade that crosses,
+    without waiting for a window. The alert id is per rule, instrument and session day, so a price
+    flapping around the level alerts once a day (the sinks are idempotent on the id)."""
+
+    def __init__(self, rules: Sequence[AlertRule]) -> None:
+        super().__init__()
+        self._fn = _PriceCrossingFn(rules)
+
+    def expand(self, trades):
+        import typing
+
+        return (trades
+                | "KeyByInstrument" >> beam.Map(lambda e: (e.instrument_id, e))
+                | "Detect" >> beam.ParDo(self._fn).with_input_types(
+                    beam.typehints.Tuple[str, typing.Any]))

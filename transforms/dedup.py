@@ -7,26 +7,33 @@
 * Bounded input: group by ``event_id`` and keep one. When duplicates differ in content (two rows
   for the same source, instrument and session with different prices) the one whose JSON sorts
   first is kept, deterministically, and ``conflicting_duplicates`` is counted as well.
-* Unbounded input: Beam's ``DeduplicatePerKey`` with an event-time horizon (state bounded in
-  event time, ARCHITECTURE.md); repeats after the horizon are absorbed by the idempotent sinks.
+* Unbounded input: Beam's ``DeduplicatePerKey`` keeps each id for ``horizon_seconds`` and then
+  drops its state; repeats after the horizon are absorbed by the idempotent sinks (row keys and
+  insert ids are the event's). The horizon is measured in processing time, not event time:
+  for live data the two agree, but a replay of history (event times years back) on a runner
+  whose watermark is the wall clock (the Python DirectRunner's Pub/Sub source) would expire
+  event-time state at once and deduplicate nothing; processing time bounds the state the same
+  way on every runner.
 """
 
 from __future__ import annotations
 
+import typing
+
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.utils.timestamp import Duration
 
 from miraikakaku.schema import PriceEvent
+from transforms import progress
 
 __all__ = ["DeduplicateEvents"]
 
 
 class _KeepOneFn(beam.DoFn):
     def __init__(self) -> None:
-        self._dups = Metrics.counter("DeduplicateEvents", "duplicates")
-        self._conflicts = Metrics.counter("DeduplicateEvents", "conflicting_duplicates")
+        self._dups = progress.counter("DeduplicateEvents", "duplicates")
+        self._conflicts = progress.counter("DeduplicateEvents", "conflicting_duplicates")
 
     def process(self, element: tuple[str, list[PriceEvent]]):
         _, events = element
@@ -43,7 +50,7 @@ class _KeepOneFn(beam.DoFn):
 
 class _CountFn(beam.DoFn):
     def __init__(self, name: str) -> None:
-        self._counter = Metrics.counter("DeduplicateEvents", name)
+        self._counter = progress.counter("DeduplicateEvents", name)
 
     def process(self, element):
         self._counter.inc()
@@ -64,13 +71,14 @@ class DeduplicateEvents(beam.PTransform):
         self._horizon = horizon_seconds
 
     def expand(self, events):
-        keyed = events | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e))
+        keyed = events | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e)).with_output_types(
+            beam.typehints.Tuple[str, typing.Any])
         if self._bounded:
             return (keyed | "GroupByEventId" >> beam.GroupByKey()
                     | "KeepOne" >> beam.ParDo(_KeepOneFn()))
         counted_in = keyed | "CountIn" >> beam.ParDo(_CountFn("streaming_in"))
         return (counted_in
                 | "DeduplicatePerKey" >> DeduplicatePerKey(
-                    event_time_duration=Duration(seconds=self._horizon))
+                    processing_time_duration=Duration(seconds=self._horizon))
                 | "CountOut" >> beam.ParDo(_CountFn("streaming_out"))
                 | "DropKey" >> beam.Values())

@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from miraikakaku.schema import DeadLetter, Prediction
@@ -49,7 +48,7 @@ class _ToPredictionFn(beam.DoFn):
     def __init__(self, model_name: str, model_version: str) -> None:
         self._name = model_name
         self._version = model_version
-        self._count = Metrics.counter("PredictNextReturn", "predictions")
+        self._count = progress.counter("PredictNextReturn", "predictions")
 
     def process(self, element: tuple[PredictionContext, PredictionResult]):
         ctx, result = element

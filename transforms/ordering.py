@@ -1,5 +1,7 @@
 """Ordered per-instrument state: source selection, features, LSTM windows and price alerts.
 
+Only daily bars (interval ``1d``) belong here; callers filter other intervals out.
+
 ``ComputeFeatures``: ``PCollection[PriceEvent]`` (timestamped with event time) →
 ``OrderedResult(windows: PCollection[tuple[PredictionContext, ndarray[N, F]]],
 flags: PCollection[BarFlag], alerts: PCollection[AlertEvent],
@@ -32,7 +34,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -45,7 +46,7 @@ from apache_beam.utils.timestamp import Timestamp
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import load_master
 from miraikakaku.rowkeys import bar_key
-from miraikakaku.schema import PriceEvent
+from miraikakaku.schema import SCHEMA_VERSION, PriceEvent, make_event_id
 from stores.base import BarFlag
 from transforms import progress
 from transforms.alerts import AlertRule, evaluate_price_rules
@@ -173,17 +174,38 @@ class _OrderedFeaturesFn(beam.DoFn):
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, source_priority: Sequence[str], rules: Sequence[AlertRule], window: int,
-                 bounded: bool, default_mic: str) -> None:
+                 bounded: bool, default_mic: str, warm_store=None) -> None:
+        self._warm_store = warm_store
         self._priority = list(source_priority)
         self._rules = list(rules)
         self._window = window
         self._bounded = bounded
         self._default_mic = default_mic
-        self._late = Metrics.counter("ComputeFeatures", "late_events")
-        self._windows = Metrics.counter("ComputeFeatures", "windows")
+        self._late = progress.counter("ComputeFeatures", "late_events")
+        self._windows = progress.counter("ComputeFeatures", "windows")
+        self._warm = progress.counter("ComputeFeatures", "warm_start_bars")
 
     def setup(self) -> None:
         self._master = load_master(self._default_mic)
+        self._store = None
+
+    def _warm_start(self, seq: InstrumentSequencer, first: PriceEvent) -> None:
+        """Replay the instrument's recent daily bars from the serving store into ``seq``."""
+        if self._warm_store is None:
+            return
+        if self._store is None:
+            try:
+                self._store = self._warm_store.open(read_only=True)
+            except FileNotFoundError:
+                return
+        end = first.session_date - dt.timedelta(days=1)
+        rows = self._store.get_bars(first.instrument_id, interval="1d",
+                                    start=end - dt.timedelta(days=200), end=end)
+        events = [bar_row_to_event(r, first.symbol) for r in rows]
+        for e in sorted(events, key=event_sort_key(seq.rank)):
+            if not seq.is_late(e):
+                seq.step(e)
+                self._warm.inc()
 
     def process(self, element: tuple[str, PriceEvent], buffer=beam.DoFn.StateParam(BUFFER),
                 state=beam.DoFn.StateParam(STATE), next_timer=beam.DoFn.StateParam(NEXT),
@@ -219,6 +241,8 @@ class _OrderedFeaturesFn(beam.DoFn):
                 return
             yield beam.pvalue.TaggedOutput(self.INSTRUMENTS, inst)
             seq = InstrumentSequencer(inst.calendar, self._priority, self._window)
+            if ready:
+                self._warm_start(seq, min(ready, key=lambda e: e.event_time))
         yield from self._run(seq, ready)
         state.write(seq)
         for e in rest:
@@ -249,6 +273,16 @@ class _OrderedFeaturesFn(beam.DoFn):
                 yield seq.context(bar), bar.step.window
 
 
+def bar_row_to_event(row, symbol: str) -> PriceEvent:
+    """A stored daily bar (``stores.base.BarRow``) as the ``PriceEvent`` it was written from."""
+    return PriceEvent(SCHEMA_VERSION,
+                      make_event_id(row.source, row.instrument_id, row.interval,
+                                    f"{row.session_date:%Y%m%d}", 0),
+                      row.instrument_id, symbol, row.source, 0, row.interval, row.session_date,
+                      row.event_time, row.open, row.high, row.low, row.close, row.volume,
+                      row.adj_close, row.currency, row.flags)
+
+
 class ComputeFeatures(beam.PTransform):
     """``PCollection[PriceEvent]`` → ``OrderedResult`` (see the module docstring).
 
@@ -258,13 +292,17 @@ class ComputeFeatures(beam.PTransform):
         window: LSTM timesteps N.
         bounded: True for bounded input (all buffered events are processed when the timer fires).
         default_mic: MIC for unknown non-Tokyo symbols.
+        warm_store: a ``stores.spec.StoreSpec``: on an instrument's first event, its recent
+            daily bars are read from this store and replayed into the state (restarts, updates),
+            so predictions are right from the first event. None: no warm start.
     """
 
     def __init__(self, source_priority: Sequence[str], rules: Sequence[AlertRule] = (),
                  window: int = DEFAULT_WINDOW, bounded: bool = True,
-                 default_mic: str = "XNYS") -> None:
+                 default_mic: str = "XNYS", warm_store=None) -> None:
         super().__init__()
-        self._fn = _OrderedFeaturesFn(source_priority, rules, window, bounded, default_mic)
+        self._fn = _OrderedFeaturesFn(source_priority, rules, window, bounded, default_mic,
+                                      warm_store)
 
     def expand(self, events: beam.PCollection) -> OrderedResult:
         out = (events

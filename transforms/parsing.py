@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import InstrumentMaster, load_master
@@ -366,8 +365,8 @@ class _ParseEventFn(beam.DoFn):
     def __init__(self, specs: Mapping[str, FileSpec], default_mic: str) -> None:
         self._specs = dict(specs)
         self._default_mic = default_mic
-        self._read = Metrics.counter("ParseEvents", "events_read")
-        self._bad = Metrics.counter("ParseEvents", "parse_errors")
+        self._read = progress.counter("ParseEvents", "events_read")
+        self._bad = progress.counter("ParseEvents", "parse_errors")
 
     def setup(self) -> None:
         self._master = load_master(self._default_mic)

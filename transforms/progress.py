@@ -1,8 +1,12 @@
-"""Live progress counters for local runs (the DirectRunner executes DoFns in this process).
+"""Counters that are both Beam metrics and visible in this process while a local run goes on.
 
-DoFns call ``tick(stage)``; ``miraikakaku run`` polls ``snapshot()`` from a display thread. On a
-distributed runner the ticks stay in the workers and the display shows nothing: Beam's metrics
-(counters) remain the source of truth for the run summary, these are only for watching.
+DoFns count with ``counter(namespace, name).inc(n)``: that increments the Beam counter (the
+source of truth on Dataflow) and a process-local mirror. The mirror serves the live progress
+display of ``miraikakaku run`` and the summaries of streaming runs on the DirectRunner, whose
+metrics for unbounded pipelines stop updating after the first bundle (seen with Beam 2.74 here:
+``result.metrics()`` kept reporting the first bundle's counts while every element was processed).
+On a distributed runner the mirror stays in the workers and only Beam's metrics count.
+``tick(stage)`` feeds the progress display only.
 """
 
 from __future__ import annotations
@@ -10,25 +14,51 @@ from __future__ import annotations
 import collections
 import threading
 
-__all__ = ["tick", "snapshot", "reset"]
+from apache_beam.metrics import Metrics
+
+__all__ = ["counter", "counters", "tick", "snapshot", "reset"]
 
 _lock = threading.Lock()
-_counts: collections.Counter[str] = collections.Counter()
+_stages: collections.Counter[str] = collections.Counter()
+_counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
-def tick(stage: str, n: int = 1) -> None:
-    """Add ``n`` to the count of ``stage`` (``read``, ``ordered``, ``predicted``, ``written``)."""
-    with _lock:
-        _counts[stage] += n
+class _Counter:
+    def __init__(self, namespace: str, name: str) -> None:
+        self.key = (namespace, name)
+        self._beam = Metrics.counter(namespace, name)
+
+    def inc(self, n: int = 1) -> None:
+        self._beam.inc(n)
+        with _lock:
+            _counts[self.key] += n
 
 
-def snapshot() -> dict[str, int]:
-    """A copy of the current counts."""
+def counter(namespace: str, name: str) -> _Counter:
+    """A counter that is a Beam metric and a local mirror (see the module docstring)."""
+    return _Counter(namespace, name)
+
+
+def counters() -> dict[tuple[str, str], int]:
+    """The local mirror: (namespace, name) → count."""
     with _lock:
         return dict(_counts)
 
 
-def reset() -> None:
-    """Zero all counts (at the start of a run)."""
+def tick(stage: str, n: int = 1) -> None:
+    """Add ``n`` to the progress of ``stage`` (read, ordered, predicted, written)."""
     with _lock:
+        _stages[stage] += n
+
+
+def snapshot() -> dict[str, int]:
+    """A copy of the stage progress counts."""
+    with _lock:
+        return dict(_stages)
+
+
+def reset() -> None:
+    """Zero everything (at the start of a run)."""
+    with _lock:
+        _stages.clear()
         _counts.clear()

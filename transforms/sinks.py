@@ -19,14 +19,14 @@ import collections
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from miraikakaku.schema import DeadLetter, PriceEvent
 from stores.base import BarFlag
 from stores.sqlite import SqliteServingStore
 from transforms import progress
 
-__all__ = ["WriteToServingStore", "WriteDeadLetters"]
+__all__ = ["WriteToServingStore", "WriteDeadLetters", "WriteToBigtableStore", "PublishAlerts",
+           "PublishDeadLetters"]
 
 
 class _WriteBatchFn(beam.DoFn):
@@ -41,7 +41,7 @@ class _WriteBatchFn(beam.DoFn):
     def _counter(self, kind: str):
         c = self._counters.get(kind)
         if c is None:
-            c = self._counters[kind] = Metrics.counter("WriteToServingStore", kind)
+            c = self._counters[kind] = progress.counter("WriteToServingStore", kind)
         return c
 
     def process(self, batch: list[object]):
@@ -94,3 +94,93 @@ class WriteToServingStore(beam.PTransform):
 
 class WriteDeadLetters(WriteToServingStore):
     """``PCollection[DeadLetter]`` → the store's dead-letter table (same batched writer)."""
+
+
+class _ToDirectRowsFn(beam.DoFn):
+    def process(self, record):
+        from stores.bigtable import to_direct_rows
+
+        for table_id, row in to_direct_rows(record):
+            yield beam.pvalue.TaggedOutput(table_id, row)
+
+
+class WriteToBigtableStore(beam.PTransform):
+    """Records → Bigtable rows (``stores.bigtable.to_direct_rows``) → Beam's ``WriteToBigTable``,
+    one write per table. Cells carry explicit timestamps, so rewrites are idempotent.
+
+    Args:
+        store: a ``StoreSpec`` of kind ``bigtable``.
+    """
+
+    def __init__(self, store) -> None:
+        super().__init__()
+        self._store = store
+
+    def expand(self, records):
+        from apache_beam.io.gcp.bigtableio import WriteToBigTable
+
+        from stores.bigtable import TABLES
+
+        tables = sorted(TABLES)
+        rows = records | "ToDirectRows" >> beam.ParDo(_ToDirectRowsFn()).with_outputs(*tables)
+        for table_id in tables:
+            _ = rows[table_id] | f"Write[{table_id}]" >> WriteToBigTable(
+                project_id=self._store.project, instance_id=self._store.instance,
+                table_id=table_id)
+        return records.pipeline
+
+
+def _alert_message(alert):
+    import json
+
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    body = {"alert_id": alert.alert_id, "rule_id": alert.rule_id, "kind": alert.kind,
+            "instrument_id": alert.instrument_id, "event_time": alert.event_time.isoformat(),
+            "session_date": alert.session_date.isoformat(), "value": alert.value,
+            "threshold": alert.threshold, "message": alert.message}
+    return PubsubMessage(json.dumps(body).encode(), {
+        "alert_id": alert.alert_id, "instrument_id": alert.instrument_id, "kind": alert.kind,
+        "event_time": alert.event_time.isoformat()})
+
+
+def _dead_letter_message(dl):
+    import json
+
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    body = {"dead_letter_id": dl.dead_letter_id, "step": dl.step, "reason": dl.reason,
+            "detail": dl.detail, "payload": dl.payload, "origin": dl.origin,
+            "event_time": dl.event_time.isoformat() if dl.event_time else None}
+    return PubsubMessage(json.dumps(body).encode(), {
+        "dead_letter_id": dl.dead_letter_id, "step": dl.step, "reason": dl.reason})
+
+
+class PublishAlerts(beam.PTransform):
+    """``PCollection[AlertEvent]`` → the alerts topic (JSON body; attributes ``alert_id``,
+    ``instrument_id``, ``kind``, ``event_time``). Consumers deduplicate by ``alert_id``."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, alerts):
+        from apache_beam.io.gcp.pubsub import WriteToPubSub
+
+        return (alerts | "ToMessage" >> beam.Map(_alert_message)
+                | "Publish" >> WriteToPubSub(self._topic, with_attributes=True))
+
+
+class PublishDeadLetters(beam.PTransform):
+    """``PCollection[DeadLetter]`` → the dead-letter topic (the whole dead letter as JSON;
+    attributes ``step``, ``reason``, ``dead_letter_id``), for ``miraikakaku deadletters``."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, dead_letters):
+        from apache_beam.io.gcp.pubsub import WriteToPubSub
+
+        return (dead_letters | "ToMessage" >> beam.Map(_dead_letter_message)
+                | "Publish" >> WriteToPubSub(self._topic, with_attributes=True))

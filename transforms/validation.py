@@ -22,9 +22,9 @@ import dataclasses
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from miraikakaku.schema import DeadLetter, PriceEvent
+from transforms import progress
 
 __all__ = ["BlockedEvent", "ValidateEvents", "ValidationResult", "validate_event", "STEP"]
 
@@ -75,8 +75,8 @@ class _ValidateEventFn(beam.DoFn):
     DEAD_LETTER = "dead_letter"
 
     def __init__(self) -> None:
-        self._blocked = Metrics.counter("ValidateEvents", "blocked")
-        self._flagged = Metrics.counter("ValidateEvents", "flagged")
+        self._blocked = progress.counter("ValidateEvents", "blocked")
+        self._flagged = progress.counter("ValidateEvents", "flagged")
 
     def process(self, event: PriceEvent):
         try:

@@ -1,0 +1,241 @@
+"""Aggregate trades into 1-minute bars and exchange-session bars, per instrument.
+
+``AggregateTrades``: ``PCollection[PriceEvent]`` (trades, interval ``tick``) →
+``BarsResult(minute_bars: PCollection[PriceEvent], session_bars: PCollection[PriceEvent],
+provisional: PCollection[PriceEvent])``.
+
+Sessions come from the exchange calendar, not UTC days: a session bar holds the trades inside
+the regular session [open, close) of its exchange (13:00 close on NYSE half days; Tokyo's lunch
+break inside), its event time is the session close and its interval ``1d``; pre-market and
+after-hours trades go into minute bars only (counter ``extended_hours_trades``).
+
+Event time and lateness: one stateful DoFn per instrument keeps the open bars and a per-instrument
+watermark derived from the data, ``max(trade time seen) - allowed_lateness``. A bar is final once
+that watermark passes its end: it is emitted once on the main outputs. A trade for a bar already
+final is late: it stays stored as a trade but is left out of bars (counters ``late_trades_minute``,
+``late_trades_session``). This works the same on every runner (the Python DirectRunner's Pub/Sub
+watermark is the wall clock, useless for replayed history) and with out-of-order trades inside
+the allowed lateness. When an instrument goes quiet, a processing-time timer (``idle_seconds``)
+emits its open bars as *provisional* (upserts under the same row key, replaced by the final bar
+later) so the latest minute shows up without waiting for the next trade.
+
+The accumulator (``BarAccumulator``) is plain Python and unit-tested without Beam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import typing
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from miraikakaku.calendars import get_calendar
+from miraikakaku.instruments import load_master
+from miraikakaku.schema import SCHEMA_VERSION, PriceEvent, make_event_id
+from transforms import progress
+
+__all__ = ["AggregateTrades", "BarAccumulator", "BarsResult", "minute_start"]
+
+UTC = dt.timezone.utc
+
+
+def minute_start(t: dt.datetime) -> dt.datetime:
+    """The start of the UTC minute containing ``t``."""
+    return t.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+@dataclasses.dataclass
+class BarAccumulator:
+    """OHLCV of a set of trades, order-independent: open/close are the earliest/latest trade
+    by (event time, sequence), whatever order the trades arrive in.
+
+    Attributes:
+        open, high, low, close: prices in the quote currency.
+        volume: shares.
+        count: trades.
+        first, last: (event time, sequence) of the opening and closing trades.
+    """
+
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    count: int
+    first: tuple[dt.datetime, int]
+    last: tuple[dt.datetime, int]
+
+    @classmethod
+    def of(cls, trade: PriceEvent) -> BarAccumulator:
+        """A bar of one trade."""
+        key = (trade.event_time, trade.sequence)
+        return cls(trade.close, trade.close, trade.close, trade.close, trade.volume or 0.0, 1,
+                   key, key)
+
+    def add(self, trade: PriceEvent) -> None:
+        """Add a trade (any order)."""
+        key = (trade.event_time, trade.sequence)
+        p = trade.close
+        self.high = max(self.high, p)
+        self.low = min(self.low, p)
+        self.volume += trade.volume or 0.0
+        self.count += 1
+        if key < self.first:
+            self.first, self.open = key, p
+        if key >= self.last:
+            self.last, self.close = key, p
+
+    def to_event(self, like: PriceEvent, interval: str, start_text: str, session_date: dt.date,
+                 event_time: dt.datetime) -> PriceEvent:
+        """The bar as a ``PriceEvent`` of ``like``'s instrument, source and currency."""
+        return PriceEvent(SCHEMA_VERSION,
+                          make_event_id(like.source, like.instrument_id, interval, start_text, 0),
+                          like.instrument_id, like.symbol, like.source, 0, interval, session_date,
+                          event_time, self.open, self.high, self.low, self.close, self.volume,
+                          None, like.currency, ())
+
+
+class BarsResult(NamedTuple):
+    """Outputs of ``AggregateTrades``."""
+
+    minute_bars: beam.PCollection
+    session_bars: beam.PCollection
+    provisional: beam.PCollection
+
+
+@dataclasses.dataclass
+class _State:
+    like: PriceEvent
+    minutes: dict[dt.datetime, BarAccumulator] = dataclasses.field(default_factory=dict)
+    sessions: dict[dt.date, BarAccumulator] = dataclasses.field(default_factory=dict)
+    max_time: dt.datetime | None = None
+    final_minute_end: dt.datetime | None = None
+    final_session: dt.date | None = None
+
+
+class _AggregateTradesFn(beam.DoFn):
+    SESSION, PROVISIONAL = "session", "provisional"
+    STATE = ReadModifyWriteStateSpec("bars", PickleCoder())
+    IDLE = TimerSpec("idle", TimeDomain.REAL_TIME)
+
+    def __init__(self, allowed_lateness: dt.timedelta, idle_seconds: float,
+                 default_mic: str) -> None:
+        self._lateness = allowed_lateness
+        self._idle = idle_seconds
+        self._default_mic = default_mic
+        self._late_minute = progress.counter("AggregateTrades", "late_trades_minute")
+        self._late_session = progress.counter("AggregateTrades", "late_trades_session")
+        self._extended = progress.counter("AggregateTrades", "extended_hours_trades")
+        self._minute_bars = progress.counter("AggregateTrades", "minute_bars")
+        self._session_bars = progress.counter("AggregateTrades", "session_bars")
+        self._in_bars = progress.counter("AggregateTrades", "trades_in_minute_bars")
+        self._provisional = progress.counter("AggregateTrades", "provisional_bars")
+
+    def setup(self) -> None:
+        self._master = load_master(self._default_mic)
+
+    def _calendar(self, trade: PriceEvent):
+        return get_calendar(self._master.resolve(trade.symbol).calendar)
+
+    def process(self, element: tuple[str, PriceEvent], state=beam.DoFn.StateParam(STATE),
+                idle=beam.DoFn.TimerParam(IDLE)):
+        _, trade = element
+        st: _State = state.read() or _State(trade)
+        start = minute_start(trade.event_time)
+        if st.final_minute_end is not None and start + dt.timedelta(minutes=1) <= \
+                st.final_minute_end:
+            self._late_minute.inc()
+        else:
+            acc = st.minutes.get(start)
+            if acc is None:
+                st.minutes[start] = BarAccumulator.of(trade)
+            else:
+                acc.add(trade)
+            self._in_bars.inc()
+        session = self._calendar(trade).regular_session(trade.event_time)
+        if session is None:
+            self._extended.inc()
+        elif st.final_session is not None and session <= st.final_session:
+            self._late_session.inc()
+        else:
+            acc = st.sessions.get(session)
+            if acc is None:
+                st.sessions[session] = BarAccumulator.of(trade)
+            else:
+                acc.add(trade)
+        st.max_time = trade.event_time if st.max_time is None else max(st.max_time,
+                                                                         trade.event_time)
+        yield from self._flush(st, st.max_time - self._lateness)
+        state.write(st)
+        idle.set(Timestamp.now() + self._idle)
+
+    def _flush(self, st: _State, watermark: dt.datetime):
+        cal = self._calendar(st.like)
+        for start in sorted(m for m in st.minutes if m + dt.timedelta(minutes=1) <= watermark):
+            acc = st.minutes.pop(start)
+            end = start + dt.timedelta(minutes=1)
+            st.final_minute_end = end if st.final_minute_end is None else max(
+                st.final_minute_end, end)
+            self._minute_bars.inc()
+            yield acc.to_event(st.like, "1m", f"{start:%Y%m%dT%H%M%S}",
+                               start.astimezone(cal.tz).date(), end)
+        for day in sorted(st.sessions):
+            close, _ = cal.session_close(day)
+            if close > watermark:
+                continue
+            acc = st.sessions.pop(day)
+            st.final_session = day if st.final_session is None else max(st.final_session, day)
+            self._session_bars.inc()
+            yield beam.pvalue.TaggedOutput(self.SESSION, acc.to_event(
+                st.like, "1d", f"{day:%Y%m%d}", day, close))
+
+    @on_timer(IDLE)
+    def on_idle(self, state=beam.DoFn.StateParam(STATE)):
+        st: _State | None = state.read()
+        if st is None:
+            return
+        cal = self._calendar(st.like)
+        self._provisional.inc(len(st.minutes) + len(st.sessions))
+        for start, acc in sorted(st.minutes.items()):
+            yield beam.pvalue.TaggedOutput(self.PROVISIONAL, acc.to_event(
+                st.like, "1m", f"{start:%Y%m%dT%H%M%S}", start.astimezone(cal.tz).date(),
+                start + dt.timedelta(minutes=1)))
+        for day, acc in sorted(st.sessions.items()):
+            close, _ = cal.session_close(day)
+            yield beam.pvalue.TaggedOutput(self.PROVISIONAL, acc.to_event(
+                st.like, "1d", f"{day:%Y%m%d}", day, close))
+
+
+class AggregateTrades(beam.PTransform):
+    """``PCollection[PriceEvent]`` of trades → ``BarsResult`` (see the module docstring).
+
+    Args:
+        allowed_lateness_seconds: how far behind the newest trade of an instrument a trade may
+            arrive and still join its bars.
+        idle_seconds: processing-time quiet period after which open bars are emitted as
+            provisional.
+        default_mic: MIC for unknown non-Tokyo symbols.
+    """
+
+    def __init__(self, allowed_lateness_seconds: float = 60.0, idle_seconds: float = 5.0,
+                 default_mic: str = "XNYS") -> None:
+        super().__init__()
+        self._fn = _AggregateTradesFn(dt.timedelta(seconds=allowed_lateness_seconds),
+                                      idle_seconds, default_mic)
+
+    def expand(self, trades) -> BarsResult:
+        out = (trades
+               | "KeyByInstrumentSource" >> beam.Map(
+                   lambda e: (f"{e.instrument_id}|{e.source}", e))
+               | "Aggregate" >> beam.ParDo(self._fn).with_input_types(
+                   beam.typehints.Tuple[str, typing.Any]).with_outputs(
+                       _AggregateTradesFn.SESSION, _AggregateTradesFn.PROVISIONAL,
+                       main="minute_bars"))
+        return BarsResult(out.minute_bars, out[_AggregateTradesFn.SESSION],
+                          out[_AggregateTradesFn.PROVISIONAL])
