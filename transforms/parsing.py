@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import datetime as dt
 import gzip
+import io
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import InstrumentMaster, load_master
@@ -116,7 +118,8 @@ def file_spec(path: str | Path, default_source: str | None = None,
         ValueError: a CSV file without a header or without the required columns.
     """
     path = str(path)
-    if not os.path.exists(path):
+    remote = "://" in path
+    if not (FileSystems.exists(path) if remote else os.path.exists(path)):
         raise FileNotFoundError(path)
     stem = _stem(path)
     source = default_source or _KNOWN_SOURCES.get(stem) or (
@@ -125,9 +128,13 @@ def file_spec(path: str | Path, default_source: str | None = None,
         interval = next((iv for word, iv in _INTERVAL_WORDS if word in stem.lower()), "1d")
     if path.endswith(".parquet"):
         return FileSpec(path, os.path.basename(path), None, source, interval)
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-        header = f.readline()
+    if remote:  # gs://… (a backfill from Cloud Storage): Beam's filesystems, same decoding
+        with FileSystems.open(path) as raw:  # decompresses .gz by extension
+            header = io.TextIOWrapper(raw, encoding="utf-8", newline="").readline()
+    else:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", newline="") as f:
+            header = f.readline()
     if not header.strip():
         raise ValueError(f"{path}: empty file or no header line")
     columns = tuple(_norm_col(c) for c in next(csv.reader([header])))
