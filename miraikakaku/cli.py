@@ -1,4 +1,5 @@
-"""The ``miraikakaku`` command line: ``train``, ``run``, ``serve`` and ``demo``.
+"""The ``miraikakaku`` command line: ``train``, ``run``, ``serve``, ``demo``, and for Google Cloud
+mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``.
 
 Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
 model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
@@ -200,6 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--no-progress", dest="progress", action="store_false",
                         help="No live progress display.")
 
+    from miraikakaku import deadletters
+    from miraikakaku.resources import add_init_gcp_parser
+
+    add_init_gcp_parser(sub)
+    deadletters.add_parser(sub)
+    from collector.cli import add_publish_parser
+
+    add_publish_parser(sub)
+
     if argv and argv[0] == "run":
         _quiet_warnings()
         return _cmd_run(argv[1:])
@@ -209,6 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_train(args)
     if args.command == "serve":
         return _cmd_serve(args)
+    if args.command == "init-gcp":
+        from miraikakaku.resources import run_init_gcp
+
+        return run_init_gcp(args)
+    if args.command == "deadletters":
+        return deadletters.run_command(args)
+    if args.command == "publish":
+        from collector.cli import run_publish
+
+        return run_publish(args)
     return _cmd_demo(args)
 
 

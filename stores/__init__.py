@@ -2,8 +2,9 @@
 
 ``base.ServingStore`` is the interface (point reads and range scans by row key, batched writes),
 ``sqlite.SqliteServingStore`` the embedded implementation (SQLite in WAL mode: the API reads while
-the pipeline writes). The Bigtable implementation comes with the streaming issue and keeps the
-same row keys (``miraikakaku.rowkeys``).
+the pipeline writes), ``bigtable.BigtableServingStore`` the Google Cloud one with the same row
+keys (``miraikakaku.rowkeys``); ``spec.StoreSpec`` names either. ``bigquery`` holds the analytics
+tables' definitions.
 """
 
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow, ServingStore

@@ -29,26 +29,15 @@ __all__ = ["WriteToServingStore", "WriteDeadLetters", "WriteToBigtableStore", "P
            "PublishDeadLetters"]
 
 
-class _WriteBatchFn(beam.DoFn):
-    def __init__(self, store_path: str, source_priority: Sequence[str]) -> None:
-        self._path = store_path
-        self._priority = list(source_priority)
+class _RecordCounter:
+    """Counts stored records per kind (namespace ``WriteToServingStore``), for every sink."""
+
+    def __init__(self) -> None:
         self._counters: dict[str, object] = {}
 
-    def setup(self) -> None:
-        self._store = SqliteServingStore(self._path, source_priority=self._priority)
-
-    def _counter(self, kind: str):
-        c = self._counters.get(kind)
-        if c is None:
-            c = self._counters[kind] = progress.counter("WriteToServingStore", kind)
-        return c
-
-    def process(self, batch: list[object]):
-        n = self._store.write_batch(batch)
-        progress.tick("written", n)
+    def count(self, records) -> None:
         kinds: collections.Counter[str] = collections.Counter()
-        for r in batch:
+        for r in records:
             kinds[type(r).__name__] += 1
             if isinstance(r, DeadLetter):
                 kinds[f"dead_letter:{r.step}:{r.reason}"] += 1
@@ -58,8 +47,26 @@ class _WriteBatchFn(beam.DoFn):
                 kinds["flagged_bars"] += 1
                 for f in r.flags:
                     kinds[f"flag:{f}"] += 1
-        for kind, count in kinds.items():
-            self._counter(kind).inc(count)
+        for kind, n in kinds.items():
+            c = self._counters.get(kind)
+            if c is None:
+                c = self._counters[kind] = progress.counter("WriteToServingStore", kind)
+            c.inc(n)
+
+
+class _WriteBatchFn(beam.DoFn):
+    def __init__(self, store_path: str, source_priority: Sequence[str]) -> None:
+        self._path = store_path
+        self._priority = list(source_priority)
+        self._records = _RecordCounter()
+
+    def setup(self) -> None:
+        self._store = SqliteServingStore(self._path, source_priority=self._priority)
+
+    def process(self, batch: list[object]):
+        n = self._store.write_batch(batch)
+        progress.tick("written", n)
+        self._records.count(batch)
         yield n
 
     def teardown(self) -> None:
@@ -97,9 +104,14 @@ class WriteDeadLetters(WriteToServingStore):
 
 
 class _ToDirectRowsFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._records = _RecordCounter()
+
     def process(self, record):
         from stores.bigtable import to_direct_rows
 
+        self._records.count((record,))
+        progress.tick("written")
         for table_id, row in to_direct_rows(record):
             yield beam.pvalue.TaggedOutput(table_id, row)
 
