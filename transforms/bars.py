@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import typing
 from typing import NamedTuple
 
@@ -117,6 +118,8 @@ class _State:
     max_time: dt.datetime | None = None
     final_minute_end: dt.datetime | None = None
     final_session: dt.date | None = None
+    last_activity: float = 0.0  # processing time (Unix seconds) of the last trade
+    idle_armed: bool = False
 
 
 class _AggregateTradesFn(beam.DoFn):
@@ -172,8 +175,12 @@ class _AggregateTradesFn(beam.DoFn):
         st.max_time = trade.event_time if st.max_time is None else max(st.max_time,
                                                                          trade.event_time)
         yield from self._flush(st, st.max_time - self._lateness)
+        # one idle timer per quiet period, not one per trade (timers cost the runner)
+        st.last_activity = time.time()
+        if not st.idle_armed:
+            idle.set(Timestamp.of(st.last_activity + self._idle))
+            st.idle_armed = True
         state.write(st)
-        idle.set(Timestamp.now() + self._idle)
 
     def _flush(self, st: _State, watermark: dt.datetime):
         cal = self._calendar(st.like)
@@ -196,10 +203,16 @@ class _AggregateTradesFn(beam.DoFn):
                 st.like, "1d", f"{day:%Y%m%d}", day, close))
 
     @on_timer(IDLE)
-    def on_idle(self, state=beam.DoFn.StateParam(STATE)):
+    def on_idle(self, state=beam.DoFn.StateParam(STATE), idle=beam.DoFn.TimerParam(IDLE)):
         st: _State | None = state.read()
         if st is None:
             return
+        quiet_until = st.last_activity + self._idle
+        if time.time() < quiet_until:  # trades came in since the timer was set: re-arm
+            idle.set(Timestamp.of(quiet_until))
+            return
+        st.idle_armed = False
+        state.write(st)
         cal = self._calendar(st.like)
         self._provisional.inc(len(st.minutes) + len(st.sessions))
         for start, acc in sorted(st.minutes.items()):
