@@ -104,7 +104,7 @@ class PriceOptions(PipelineOptions):
                             help="How late a trade may arrive and still join its bars. "
                                  "Default: 60.")
         parser.add_argument("--dedup_horizon_seconds", type=float, default=3 * 24 * 3600,
-                            help="Event-time horizon of streaming deduplication state. "
+                            help="How long streaming deduplication keeps ids (processing time). "
                                  "Default: 259200 (3 days).")
         parser.add_argument("--idle_seconds", type=float, default=5.0,
                             help="Quiet time after which open bars are written as provisional. "
@@ -433,7 +433,8 @@ def _count_lines(specs: Sequence[FileSpec]) -> int | None:
 
 @dataclasses.dataclass
 class StreamingRun:
-    """A running streaming pipeline (``run(["--subscription", ...])``).
+    """A running pipeline: a streaming one (``run(["--subscription", ...])``), or any pipeline
+    submitted to a remote runner such as Dataflow.
 
     Attributes:
         result: Beam's pipeline result (``cancel()`` stops it).
@@ -465,7 +466,43 @@ class StreamingRun:
         self.result.cancel()
 
 
+def _cache_dofn_specs() -> None:
+    """Speed up the DirectRunner's streaming mode about 2x: cache DoFn state/timer specs.
+
+    For every bundle of every ParDo, the DirectRunner rebuilds the DoFn's signature and calls
+    ``userstate.get_dofn_specs``, which inspects method signatures. Its Pub/Sub source makes
+    10-message bundles, so that inspection took 55 % of the executor's samples in a profiled
+    3,000-message run. The specs are class attributes (the ``StateParam``/``TimerParam``
+    defaults of ``process`` and the ``on_timer`` methods), so they are cached per DoFn class.
+    Only applied for streaming runs on the DirectRunner; Dataflow does not use this code.
+    """
+    from apache_beam.runners.direct import transform_evaluator
+    from apache_beam.transforms import userstate
+
+    if getattr(userstate.get_dofn_specs, "cached_per_class", False):
+        return
+    original = userstate.get_dofn_specs
+    cache: dict[type, tuple] = {}
+
+    def get_dofn_specs(dofn):
+        specs = cache.get(type(dofn))
+        if specs is None:
+            specs = cache[type(dofn)] = original(dofn)
+        return specs
+
+    get_dofn_specs.cached_per_class = True  # type: ignore[attr-defined]
+    userstate.get_dofn_specs = get_dofn_specs
+    transform_evaluator.get_dofn_specs = get_dofn_specs
+
+
+def _is_direct(p: beam.Pipeline) -> bool:
+    return p.runner.__class__.__name__ in ("SwitchingDirectRunner", "DirectRunner",
+                                           "BundleBasedDirectRunner", "FnApiRunner")
+
+
 def _start_streaming(p: beam.Pipeline, r: _Resolved) -> StreamingRun:
+    if _is_direct(p):
+        _cache_dofn_specs()
     progress.reset()
     started = time.perf_counter()
     return StreamingRun(p.run(), r, started)
@@ -505,7 +542,9 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     if r.store.kind == "sqlite":
         Path(r.store.path).parent.mkdir(parents=True, exist_ok=True)
         r.store.open().close()
-    if not r.bounded:
+    if not r.bounded or not _is_direct(p):
+        # unbounded input, or a remote runner (Dataflow: the flex-template launcher must exit
+        # after submitting): return a handle at once and let the caller decide whether to wait
         return _start_streaming(p, r)
     total = _count_lines(r.specs) if show_progress else None
     t0 = time.perf_counter()
