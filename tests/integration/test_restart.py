@@ -22,7 +22,7 @@ from tests.conftest import SP500, read_rows, write_csv
 from transforms.features import DEFAULT_WINDOW, MIN_HISTORY
 
 pytestmark = pytest.mark.integration
-WARMUP = MIN_HISTORY + DEFAULT_WINDOW - 1  # bars before the first window
+WARMUP = MIN_HISTORY + DEFAULT_WINDOW - 2  # bars before the first window (index 39)
 
 
 def _wait_predictions(handle, n: int, timeout: float = 600):
