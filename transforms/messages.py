@@ -3,6 +3,12 @@
 ``ParseMessages``: ``PCollection[PubsubMessage]`` (``ReadFromPubSub(with_attributes=True)``) →
 ``ParseResult(events: PCollection[PriceEvent], dead_letters: PCollection[DeadLetter])``.
 
+Operations metrics (Beam, namespace ``Freshness``): ``event_lag_ms`` (a distribution of
+processing time minus event time: the watermark lag of a live stream) and
+``last_event_ms[<instrument>]`` (a gauge of each instrument's newest event time: freshness).
+The dead-letter rate is ``ParseEvents/parse_errors`` (plus ``WriteToServingStore/dead_letter:*``)
+over ``ParseEvents/events_read``; alert thresholds on these belong in Cloud Monitoring.
+
 The message data is the ``PriceEvent.to_json()`` wire format the collector publishes; the
 attributes (``symbol``, ``event_time``, ``event_id``) are checked against it. Dead-letter reasons:
 ``bad_encoding`` (not UTF-8), ``bad_json`` (not a PriceEvent: malformed JSON, missing fields, an
@@ -14,8 +20,10 @@ fixed message with its original attributes.
 from __future__ import annotations
 
 import json
+import time
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from miraikakaku.schema import DeadLetter, PriceEvent
 from transforms import progress
@@ -63,12 +71,31 @@ class _ParseMessageFn(beam.DoFn):
         self._read = progress.counter("ParseEvents", "events_read")
         self._bad = progress.counter("ParseEvents", "parse_errors")
 
+    def setup(self) -> None:
+        self._lag = Metrics.distribution("Freshness", "event_lag_ms")
+        self._fresh: dict[str, object] = {}
+
+    def _observe(self, event: PriceEvent) -> None:
+        # operations metrics: processing time minus event time (the watermark lag a live
+        # stream runs behind), and per instrument the newest event time seen (freshness; an
+        # alert policy compares it with the clock while the exchange is open)
+        now_ms = int(time.time() * 1000)
+        event_ms = int(event.event_time.timestamp() * 1000)
+        self._lag.update(max(0, now_ms - event_ms))
+        gauge = self._fresh.get(event.instrument_id)
+        if gauge is None:
+            gauge = self._fresh[event.instrument_id] = Metrics.gauge(
+                "Freshness", f"last_event_ms[{event.instrument_id}]")
+        gauge.set(event_ms)
+
     def process(self, message):
         self._read.inc()
         progress.tick("read")
         attributes = dict(message.attributes or {})
         try:
-            yield parse_message(message.data, attributes)
+            event = parse_message(message.data, attributes)
+            self._observe(event)
+            yield event
         except ValueError as e:
             self._bad.inc()
             reason, detail = (e.args + ("",))[:2]
