@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test lint serve lock clean
+.PHONY: venv demo test lint bench serve lock clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ demo: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python -m benchmarks.streaming_latency
 
 lint: venv
 	$(BIN)/ruff check .
