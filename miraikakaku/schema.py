@@ -79,6 +79,8 @@ SOURCES: dict[str, SourceInfo] = {
                    "Yahoo-style TSE daily via traningtrading/MLbot, 1983-2018"),
         SourceInfo("lean", "raw", False,
                    "QuantConnect Lean / AlgoSeek intraday trades and bars (New York times)"),
+        SourceInfo("alphavantage", "raw", False,
+                   "Alpha Vantage GLOBAL_QUOTE (live quotes, raw prices, no adjusted close)"),
         SourceInfo("user", "split_adjusted", False, "a user's own file (basis assumed adjusted)"),
     )
 }
@@ -102,7 +104,11 @@ def make_event_id(source: str, instrument_id: str, interval: str, start: str, se
 
 @dataclasses.dataclass(frozen=True)
 class PriceEvent:
-    """One OHLCV bar (this schema version carries daily bars; trades come with the streaming issue).
+    """One OHLCV bar or one trade.
+
+    Daily bars (``interval="1d"``), intraday bars (``1h``, ``1m``, ``1s``: event time = bar end)
+    and trades (``interval="tick"``: open = high = low = close = the trade price, volume = the
+    trade size, ``sequence`` = the per-source sequence number) share this layout.
 
     Attributes:
         schema_version: ``SCHEMA_VERSION`` at creation.
@@ -111,7 +117,7 @@ class PriceEvent:
         symbol: the ticker as the source spelled it (``AAPL``, ``7203.T``).
         source: source name (``SOURCES``).
         sequence: per-source sequence number (0 for bars).
-        interval: ``1d``.
+        interval: ``1d``, ``1h``, ``1m``, ``1s`` or ``tick``.
         session_date: the exchange-local trading date of the bar.
         event_time: UTC session close of ``session_date`` (aware datetime).
         open, high, low, close: prices in ``currency`` on the source's basis.
