@@ -1,6 +1,7 @@
 """The read API's application factory: ``create_app(settings, store) -> FastAPI``.
 
-The app serves instruments, quotes, daily bars, predictions and alerts from the serving store
+The app serves instruments, quotes, daily bars, predictions, alerts and model versions with their
+tracked errors (``/v1/models``) from the serving store
 (``settings.store_path``, SQLite opened read-only while the pipeline writes). Its ``lifespan``
 opens the store at start-up and closes it at shutdown; a missing store does not stop the app:
 ``/healthz`` and the data routes answer 503 until the pipeline has written it. OpenAPI docs are
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from miraikakaku import __version__
 from miraikakaku.settings import Settings, get_settings
 from serving.app.api.errors import install_error_handlers
-from serving.app.api.routes import alerts, health, symbols
+from serving.app.api.routes import alerts, health, models, symbols
 from serving.app.stores import StoreProvider
 from stores.base import ServingStore
 
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     app.include_router(health.router)
     app.include_router(symbols.router)
     app.include_router(alerts.router)
+    app.include_router(models.router)
     return app

@@ -23,6 +23,11 @@ __all__ = [
     "AlertPublic",
     "AlertsPublic",
     "Health",
+    "PerformanceSummaryPublic",
+    "ModelPublic",
+    "ModelsPublic",
+    "DailyPerformancePublic",
+    "ModelPerformancePublic",
 ]
 
 
@@ -166,3 +171,76 @@ class Health(_Public):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "missing", "error"] = Field(
         description="`missing`: no store file yet; `error`: it cannot be opened or queried.")
+
+
+class PerformanceSummaryPublic(_Public):
+    """Errors of a model version over several days (one instrument, or all of them).
+
+    Price errors are in ``currency``; across several currencies ``currency``, ``mae``, ``rmse``
+    and ``mean_error`` are null (only the unit-free ``mape`` and ``directional_accuracy`` add up).
+    """
+
+    instrument_id: str | None = Field(description="Null when the summary spans instruments.")
+    currency: str | None
+    first_date: dt.date = Field(description="First realized (target) session.")
+    last_date: dt.date = Field(description="Last realized (target) session.")
+    n: int = Field(description="Predictions scored against the realized price.")
+    mae: float | None = Field(description="Mean |predicted - realized price|, in `currency`.")
+    rmse: float | None = Field(description="Root mean squared price error, in `currency`.")
+    mape: float = Field(description="Mean |error| / realized price, in percent.")
+    directional_accuracy: float | None = Field(
+        description="Share of sessions with a nonzero realized return whose sign the forecast "
+                    "got right (a zero forecast is a miss); null when there is none.")
+    mean_error: float | None = Field(description="Mean predicted - realized price (bias).")
+
+
+class ModelPublic(_Public):
+    """A model version: from the registry, the performance table, or both."""
+
+    model_name: str
+    version: str = Field(description="Integer version, as text.", examples=["3"])
+    in_registry: bool = Field(description="Its SavedModel is in the model directory.")
+    created_at: UtcDatetime | None = Field(description="When it was saved (null if unknown).")
+    cutoff_date: dt.date | None = Field(description="Training cutoff: no training target after "
+                                                    "this session.")
+    validation_metrics: dict[str, float | int | None] | None = Field(
+        description="Held-out metrics recorded at training (log-return units); null if "
+                    "unknown. Non-finite values are null.")
+    performance: PerformanceSummaryPublic | None = Field(
+        description="Tracked errors of its stored predictions over all instruments and days "
+                    "(null until `miraikakaku track` or the stream has scored some).")
+
+
+class ModelsPublic(_Public):
+    """Model versions, by name then version number."""
+
+    data: list[ModelPublic]
+    count: int
+
+
+class DailyPerformancePublic(_Public):
+    """Errors of one model version on one instrument for one realized session."""
+
+    instrument_id: str
+    target_date: dt.date = Field(description="The realized session.")
+    currency: str
+    n: int
+    mae: float
+    rmse: float
+    mape: float = Field(description="Percent.")
+    directional_accuracy: float | None
+    mean_error: float
+
+
+class ModelPerformancePublic(_Public):
+    """Tracked errors of one model version: overall, per instrument, and per instrument-day."""
+
+    model_name: str
+    model_version: str
+    overall: PerformanceSummaryPublic | None = Field(
+        description="All rows in the filter (null when there are none).")
+    instruments: list[PerformanceSummaryPublic] = Field(
+        description="One summary per instrument over the whole filter (not cut by `limit`).")
+    data: list[DailyPerformancePublic] = Field(
+        description="Per instrument and day, by instrument then date; at most `limit` rows.")
+    count: int = Field(description="Rows in `data`.")

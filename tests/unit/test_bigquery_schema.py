@@ -32,6 +32,7 @@ from google.cloud import bigquery
 from miraikakaku import rowkeys
 from miraikakaku.instruments import load_master
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent
+from miraikakaku.tracking import ModelPerformance, make_outcome
 from stores.base import BarFlag
 from stores.bigquery import (
     BQ_DEAD_LETTERS,
@@ -97,6 +98,15 @@ def records(tmp_path_factory) -> list[object]:
         DeadLetter("ValidateEvents", "high_below_low", "high < low", "{}", "test",
                    bar.event_time),
     ]
+    # A tracked error: a forecast made at the second-to-last bar, realized by the last one.
+    daily = [e for e in events if e.interval == "1d" and e.instrument_id == bar.instrument_id
+             and e.source == bar.source]
+    before = daily[-2]
+    forecast = Prediction(before.instrument_id, before.source, before.session_date,
+                          before.event_time, bar.session_date, before.feature_price, 0.0012,
+                          before.feature_price * math.exp(0.0012), "lstm_daily", "3")
+    extra.append(ModelPerformance.from_outcomes(
+        [make_outcome(forecast, bar.feature_price, bar.currency)]))
     return parsed + extra
 
 
@@ -150,7 +160,7 @@ def test_the_price_tables_are_partitioned_by_session_date_and_clustered_by_instr
         assert spec.clustering_fields[0] == "instrument_id"
         assert {f["name"]: f["type"] for f in spec.fields}[spec.partition_field] == "DATE"
     assert set(TABLE_SPECS) == {"bars", "ticks", "bar_flags", "predictions", "alerts",
-                                "dead_letters", BQ_DEAD_LETTERS}
+                                "model_performance", "dead_letters", BQ_DEAD_LETTERS}
 
 
 # -- row conversion ------------------------------------------------------------------------------

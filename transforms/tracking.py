@@ -1,0 +1,221 @@
+"""Track predictions in the stream: join each one with the realized bar of its target session.
+
+``TrackPredictions``: ``(PCollection[Prediction], PCollection[PriceEvent])`` →
+``TrackingResult(outcomes: PCollection[PredictionOutcome], performance:
+PCollection[ModelPerformance], unmatched: PCollection[DeadLetter])``.
+
+Both inputs are keyed by instrument and session (``{instrument_id}#{YYYYMMDD}``: the target
+date of a prediction, the session date of a bar) and meet in one stateful DoFn (``_TrackFn``): a
+prediction waits in state until the bar of its ``target_date`` from its own ``source`` arrives,
+and a bar waits for predictions that target it, because in a bounded run or a replay the bar can
+come first. Keying by session rather than by instrument alone keeps each key's state to a few
+elements (one bar per source, one prediction per model version) instead of an instrument's whole
+history. Each match emits a ``PredictionOutcome`` (``miraikakaku.tracking.make_outcome``) and its
+one-outcome ``ModelPerformance`` row (key: model, version, instrument, target date; the stores
+upsert it, so a replay rewrites the same row). State is bounded by an event-time horizon: when
+the watermark passes the end of the session day plus ``horizon_days``, the key's state is
+cleared and every prediction still waiting is emitted as a ``DeadLetter`` (step
+``TrackPredictions``, reason ``no_realized_bar``, payload the prediction as JSON, detail naming
+the sources that did have a bar that day). Counters (namespace ``TrackPredictions``):
+``outcomes``, ``pending`` (predictions that had to wait), ``unmatched:no_realized_bar``,
+``bad_prices``.
+
+On bounded input the watermark reaches the end only after every element was processed, so every
+prediction meets its bar whatever the arrival order; what is left at the end (the latest
+predictions, whose target session is not in the data) comes out as ``no_realized_bar``. The batch
+job (``miraikakaku track``) uses the same outcome and aggregation code without Beam
+(``miraikakaku.tracking.match_predictions``); a pipeline test checks both agree on real bars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+
+from miraikakaku.schema import DeadLetter, Prediction, PriceEvent
+from miraikakaku.tracking import (
+    ModelPerformance,
+    PredictionOutcome,
+    bar_feature_price,
+    make_outcome,
+    prediction_payload,
+)
+
+__all__ = ["TrackPredictions", "TrackingResult", "STEP", "DEFAULT_HORIZON_DAYS",
+           "UNMATCHED_NO_REALIZED_BAR"]
+
+STEP = "TrackPredictions"
+UNMATCHED_NO_REALIZED_BAR = "no_realized_bar"
+"""Dead-letter reason: the horizon passed without a bar of the target session from the
+prediction's source (the latest predictions of a bounded run, a hole in the data, a halt)."""
+DEFAULT_HORIZON_DAYS = 10
+"""Calendar days after the end of ``target_date`` that a prediction may wait for its bar (covers
+long weekends and holiday runs such as Golden Week plus some lateness)."""
+
+_BAR = "bar"
+_PRED = "pred"
+
+
+class TrackingResult(NamedTuple):
+    """Outputs of ``TrackPredictions``."""
+
+    outcomes: beam.PCollection
+    performance: beam.PCollection
+    unmatched: beam.PCollection
+
+
+class _RealizedBar(NamedTuple):
+    source: str
+    session_date: dt.date
+    price: float
+    currency: str
+
+
+def _day_end(day: dt.date, horizon_days: int) -> Timestamp:
+    """Event time (UTC) of the end of ``day`` plus ``horizon_days`` days."""
+    end = dt.datetime.combine(day + dt.timedelta(days=1 + horizon_days), dt.time(),
+                              dt.timezone.utc)
+    return Timestamp.from_utc_datetime(end)
+
+
+def _session_key(instrument_id: str, day: dt.date) -> str:
+    return f"{instrument_id}#{day.year:04d}{day.month:02d}{day.day:02d}"
+
+
+def _key_prediction(p: Prediction):
+    return _session_key(p.instrument_id, p.target_date), (_PRED, p)
+
+
+def _key_bar(e: PriceEvent):
+    return _session_key(e.instrument_id, e.session_date), (
+        _BAR, _RealizedBar(e.source, e.session_date, bar_feature_price(e), e.currency))
+
+
+class _TrackFn(beam.DoFn):
+    """Keyed by ``{instrument_id}#{YYYYMMDD}`` of the session (the target date of predictions,
+    the session date of bars); elements ``(kind, Prediction | _RealizedBar)``.
+
+    State per key: the bars of that session (one per source) and the predictions waiting for
+    one of them; one event-time timer at the end of the session day plus the horizon clears
+    both and dead-letters the predictions still waiting.
+    """
+
+    PENDING = BagStateSpec("pending", PickleCoder())
+    BARS = BagStateSpec("bars", PickleCoder())
+    ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    UNMATCHED = "unmatched"
+
+    def __init__(self, horizon_days: int) -> None:
+        self._horizon = horizon_days
+        self._outcomes = Metrics.counter(STEP, "outcomes")
+        self._pending = Metrics.counter(STEP, "pending")
+        self._bad = Metrics.counter(STEP, "bad_prices")
+        self._expired = Metrics.counter(STEP, f"unmatched:{UNMATCHED_NO_REALIZED_BAR}")
+
+    def _emit(self, p: Prediction, bar: _RealizedBar):
+        try:
+            outcome = make_outcome(p, bar.price, bar.currency)
+        except ValueError as e:  # a non-positive price slipped through: dead-letter, go on
+            self._bad.inc()
+            return [beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
+                STEP, "bad_price", str(e)[:500], prediction_payload(p),
+                f"{p.model_name}:{p.model_version}", p.as_of_time))]
+        self._outcomes.inc()
+        return [outcome]
+
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
+                bars=beam.DoFn.StateParam(BARS), armed=beam.DoFn.StateParam(ARMED),
+                timer=beam.DoFn.TimerParam(EXPIRY)):
+        _, (kind, item) = element
+        if not armed.read():
+            day = item.session_date if kind == _BAR else item.target_date
+            timer.set(_day_end(day, self._horizon))
+            armed.write(True)
+        if kind == _BAR:
+            waiting = list(pending.read())
+            if waiting:
+                pending.clear()
+                for p in waiting:
+                    if p.source == item.source:
+                        yield from self._emit(p, item)
+                    else:
+                        pending.add(p)
+            bars.add(item)
+            return
+        p: Prediction = item
+        for bar in bars.read():
+            if bar.source == p.source:
+                yield from self._emit(p, bar)
+                return
+        pending.add(p)
+        self._pending.inc()
+
+    @on_timer(EXPIRY)
+    def expire(self, pending=beam.DoFn.StateParam(PENDING), bars=beam.DoFn.StateParam(BARS),
+               armed=beam.DoFn.StateParam(ARMED)):
+        others = sorted({b.source for b in bars.read()})
+        for p in pending.read():
+            self._expired.inc()
+            yield beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
+                STEP, UNMATCHED_NO_REALIZED_BAR,
+                f"no {p.source} bar of {p.instrument_id} on {p.target_date} within "
+                f"{self._horizon} days (bars of that session from: {', '.join(others) or 'none'})",
+                prediction_payload(p), f"{p.model_name}:{p.model_version}", p.as_of_time))
+        pending.clear()
+        bars.clear()
+        armed.clear()
+
+
+class TrackPredictions(beam.PTransform):
+    """``(predictions, bars)`` → ``TrackingResult(outcomes, performance, unmatched)``.
+
+    Input: a tuple ``(PCollection[Prediction], PCollection[PriceEvent])``; bars of intervals other
+    than ``1d`` are ignored. Both are re-windowed into the global window (state must outlive
+    any window the caller used). Outputs: ``PCollection[PredictionOutcome]``,
+    ``PCollection[ModelPerformance]`` (one row per outcome; rows are keyed by model, version,
+    instrument and target date, so writing them upserts) and ``PCollection[DeadLetter]``.
+
+    Args:
+        horizon_days: calendar days past the target day that a prediction (and a bar) stays in
+            state; default ``DEFAULT_HORIZON_DAYS``.
+
+    Raises:
+        ValueError: if ``horizon_days`` is negative.
+    """
+
+    def __init__(self, horizon_days: int = DEFAULT_HORIZON_DAYS) -> None:
+        super().__init__()
+        if horizon_days < 0:
+            raise ValueError(f"horizon_days must be >= 0, got {horizon_days}")
+        self._horizon = int(horizon_days)
+
+    def expand(self, inputs):
+        predictions, bars = inputs
+        keyed_p = (predictions | "GlobalWindowPredictions" >> beam.WindowInto(GlobalWindows())
+                   | "KeyPredictions" >> beam.Map(_key_prediction))
+        keyed_b = (bars | "GlobalWindowBars" >> beam.WindowInto(GlobalWindows())
+                   | "SelectDailyBars" >> beam.Filter(lambda e: e.interval == "1d")
+                   | "KeyBars" >> beam.Map(_key_bar))
+        tracked = ((keyed_p, keyed_b) | "FlattenKeyed" >> beam.Flatten()
+                   | "MatchRealizedBars" >> beam.ParDo(_TrackFn(self._horizon)).with_outputs(
+                       _TrackFn.UNMATCHED, main="outcomes"))
+        performance = tracked.outcomes | "ToPerformanceRows" >> beam.Map(_performance_row)
+        return TrackingResult(tracked.outcomes, performance, tracked[_TrackFn.UNMATCHED])
+
+
+def _performance_row(o: PredictionOutcome) -> ModelPerformance:
+    return ModelPerformance.from_outcomes([o])
