@@ -1,5 +1,6 @@
-"""The ``miraikakaku`` command line: ``train``, ``run``, ``serve``, ``demo``, and for Google Cloud
-mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``.
+"""The ``miraikakaku`` command line: ``train``, ``run``, ``serve``, ``demo``, ``track`` (score
+stored predictions against realized prices), ``evaluate`` (model quality report), and for Google
+Cloud mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``.
 
 Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
 model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -172,6 +174,63 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return rc
 
 
+def _cmd_track(args: argparse.Namespace) -> int:
+    """``miraikakaku track``: score stored predictions against realized bars (batch)."""
+    from miraikakaku.settings import get_settings
+    from miraikakaku.tracking import track_store
+    from stores.sqlite import SqliteServingStore
+
+    settings = get_settings()
+    path = args.store or settings.store_path
+    if not path.exists():
+        print(f"miraikakaku track: no serving store at {path}: run `miraikakaku run` first",
+              file=sys.stderr)
+        return 2
+    store = SqliteServingStore(path, source_priority=settings.source_priority)
+    try:
+        report = track_store(store, instrument_ids=args.instrument or None)
+    finally:
+        store.close()
+    print(f"tracked {report.predictions:,} predictions of {report.instruments:,} instruments in "
+          f"{report.seconds:.1f} s: {report.outcomes:,} realized, "
+          + ", ".join(f"{n:,} {reason}" for reason, n in report.unmatched.items())
+          + f"; {report.rows_written:,} model_performance rows written to {path}")
+    for v in report.versions:
+        da = "n/a" if v.directional_accuracy is None else f"{v.directional_accuracy:.4f}"
+        print(f"  {v.model_name} v{v.model_version}: {v.n:,} outcomes {v.first_date}.."
+              f"{v.last_date}, MAPE {v.mape:.4f} %, directional accuracy {da}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """``miraikakaku evaluate``: LSTM vs baselines on the held-out period; writes a report."""
+    from models.evaluation import evaluate
+
+    try:
+        report = evaluate(model_version=args.model_version, paths=args.input or None,
+                          cutoff=args.cutoff, out_dir=args.out, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"miraikakaku evaluate: {e}", file=sys.stderr)
+        return 2
+    m = report.metrics
+    period = m["period"]
+    print(f"{m['model']['name']} v{m['model']['version']} on {period['examples']:,} held-out "
+          f"forecasts ({period['first_as_of']}..{period['last_as_of']}, "
+          f"{period['instruments']} instruments)")
+    for name, f in m["forecasts"].items():
+        da = f["directional_accuracy"]
+        direction = ("n/a" if da is None
+                     else f"{da:.4f} (binomial p {f['binomial_p_value']:.3g})")
+        prices = ", ".join(f"{c} RMSE {v['rmse']:.4g} MAE {v['mae']:.4g}"
+                           for c, v in f["price"].items())
+        print(f"  {name:<11} RMSE {f['rmse_log_return']:.6f}  MAE {f['mae_log_return']:.6f}  "
+              f"MAPE {f['mape']:.4f} %  direction {direction}  [{prices}]")
+    print(f"  always-up share of moves {m['always_up_fraction']:.4f}")
+    for path in (report.html_path, report.png_path, report.metrics_path):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``miraikakaku`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -200,6 +259,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Training-set size cap. Default: 200000.")
     p_demo.add_argument("--no-progress", dest="progress", action="store_false",
                         help="No live progress display.")
+    p_track = sub.add_parser(
+        "track", help="Score stored predictions against the realized prices (batch).",
+        description="Join the serving store's predictions with the realized bar of their target "
+                    "session and write errors per model version, instrument and day to its "
+                    "model_performance table (idempotent; rerun after new bars arrive).")
+    p_track.add_argument("--store", type=Path, default=None,
+                         help="SQLite serving store. Default: $MIRAIKAKAKU_DATA_DIR/serving.db.")
+    p_track.add_argument("--instrument", action="append",
+                         help="Only this instrument id (repeatable). Default: all.")
+    p_eval = sub.add_parser(
+        "evaluate", help="Model quality report: LSTM vs last-value and 5-bar SMA baselines.",
+        description="Score a model version on the held-out period after its training cutoff "
+                    "against the last-value and 5-bar moving-average forecasts (RMSE, MAE, "
+                    "MAPE, directional accuracy with a binomial test) and write metrics.json, "
+                    "predictions.png and report.html under $MIRAIKAKAKU_DATA_DIR/reports/.")
+    p_eval.add_argument("--model-version", default=None,
+                        help="Registry version. Default: the latest.")
+    p_eval.add_argument("--input", action="append",
+                        help="Price file(s). Default: the files the model was trained on.")
+    p_eval.add_argument("--cutoff", default=None,
+                        help="Held-out examples have as-of dates after this YYYY-MM-DD. "
+                             "Default: the model's training cutoff.")
+    p_eval.add_argument("--out", type=Path, default=None,
+                        help="Report directory. Default: a new one under data_dir/reports.")
 
     from miraikakaku import deadletters
     from miraikakaku.resources import add_init_gcp_parser
@@ -219,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_train(args)
     if args.command == "serve":
         return _cmd_serve(args)
+    if args.command == "track":
+        return _cmd_track(args)
+    if args.command == "evaluate":
+        return _cmd_evaluate(args)
     if args.command == "init-gcp":
         from miraikakaku.resources import run_init_gcp
 

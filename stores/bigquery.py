@@ -10,9 +10,11 @@ to the ``bq_dead_letters`` table (``ConvertFailedRows``).
 Tables: ``bars`` (daily and intraday bars, one row per source and bar), ``ticks`` (trades: the
 ``tick`` interval has ~1,000 times the rows of the bars and another shape, price and size, so it
 has its own table and bar queries never scan trades), ``bar_flags`` (flags the feature step adds
-to stored bars), ``predictions``, ``alerts``, ``dead_letters`` (the pipeline's dead letters) and
-``bq_dead_letters`` (rows BigQuery rejected). Price tables are partitioned on ``session_date``
-(the exchange-local trading date: the date analysts filter on), predictions on ``as_of_date``,
+to stored bars), ``predictions``, ``alerts``, ``model_performance`` (tracked prediction errors
+per model version, instrument and realized session), ``dead_letters`` (the pipeline's dead
+letters) and ``bq_dead_letters`` (rows BigQuery rejected). Price tables are partitioned on
+``session_date`` (the exchange-local trading date: the date analysts filter on), predictions on
+``as_of_date``, model performance on ``target_date``,
 dead letters on ``event_time`` (letters without one land in the ``__NULL__`` partition), rejected
 rows on ``failed_at`` (an operational table read by recency). Instruments are reference data,
 loaded from ``miraikakaku/reference/instruments.csv`` rather than streamed: the write counts and
@@ -61,6 +63,7 @@ from apache_beam.metrics import Metrics
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
+from miraikakaku.tracking import PERFORMANCE_COLUMNS, PERFORMANCE_TABLE, ModelPerformance
 from stores.base import BarFlag
 
 __all__ = [
@@ -218,6 +221,16 @@ TABLE_SPECS: dict[str, TableSpec] = {s.name: s for s in (
 )}
 """Table name → spec: the one definition of the BigQuery tables."""
 
+TABLE_SPECS[PERFORMANCE_TABLE] = TableSpec(
+    PERFORMANCE_TABLE,
+    "Prediction errors of one model version on one instrument for one realized session.",
+    (_INSERT_ID, *(_f(c.name, c.type, "REQUIRED" if c.required else "NULLABLE", c.description)
+                   for c in PERFORMANCE_COLUMNS)),
+    "target_date", ("instrument_id", "model_name", "model_version"))
+"""Columns from ``miraikakaku.tracking.PERFORMANCE_COLUMNS`` (the definition the SQLite and
+Bigtable stores use too). A rewrite of a row (the batch job rerun after late bars) appends a row
+with the same ``insert_id``; de-duplicate on it keeping the latest."""
+
 
 # -- row conversion ------------------------------------------------------------------------
 def _ts(value: dt.datetime) -> str:
@@ -252,6 +265,9 @@ def insert_id(record: object) -> str:
         return record.alert_id
     if isinstance(record, DeadLetter):
         return record.dead_letter_id
+    if isinstance(record, ModelPerformance):
+        return (f"{record.model_name}/{record.model_version}/{record.instrument_id}/"
+                f"{record.target_date:%Y%m%d}")
     raise TypeError(f"no BigQuery table for a {type(record).__name__}")
 
 
@@ -288,6 +304,11 @@ def to_bq_row(record: object) -> tuple[str, dict[str, Any]]:
     """
     if isinstance(record, PriceEvent):
         return _price_row(record)
+    if isinstance(record, ModelPerformance):
+        row = {"insert_id": insert_id(record), **record.to_row()}
+        row["target_date"] = record.target_date.isoformat()
+        return PERFORMANCE_TABLE, {k: _num(v) if isinstance(v, float) else v
+                                   for k, v in row.items()}
     if isinstance(record, BarFlag):
         parts = record.row_key.split(rowkeys.SEP)
         return "bar_flags", {"insert_id": insert_id(record), "row_key": record.row_key,

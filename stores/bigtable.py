@@ -9,7 +9,7 @@ and garbage-collection rules; ``miraikakaku init-gcp`` creates them. Try it agai
 ``miraikakaku init-gcp``, run a pipeline with ``--sink bigtable``, then
 ``cbt -project miraikakaku-local -instance miraikakaku read prices count=5``.
 
-Layout (four tables; all values are UTF-8 text so ``cbt read`` shows them as written):
+Layout (five tables; all values are UTF-8 text so ``cbt read`` shows them as written):
 
 ``prices`` — everything keyed by instrument and time, so one instrument's data is one key range
 (bars, trades, predictions and its latest quote sit next to each other; Bigtable advises few
@@ -44,6 +44,12 @@ the session date it rewrites the one row, as the SQLite store does.
 family ``dl``. Reason first, because reading by reason is the query the store offers
 (``get_dead_letters(reason=...)`` is a prefix scan).
 
+``model_performance`` — tracked prediction errors, key ``performance_key``
+(``{model_name}#{model_version}#{instrument_id}#{YYYYMMDD}`` of the realized session), family
+``perf``, one qualifier per non-key column of ``miraikakaku.tracking.PERFORMANCE_COLUMNS`` (the
+definition the SQLite and BigQuery tables use too), cell timestamp the target date at 00:00 UTC,
+so a recomputed row overwrites its cells. Model version first: the API reads one version's rows.
+
 Timestamps and garbage collection: every cell carries an explicit timestamp (millisecond
 precision, as Bigtable requires): the event time for bars, trades and quotes, the as-of time for
 predictions, the event time for alerts and dead letters (epoch 0 when a dead letter has none),
@@ -73,6 +79,13 @@ from typing import Any
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
+from miraikakaku.tracking import (
+    PERFORMANCE_COLUMNS,
+    PERFORMANCE_TABLE,
+    ModelPerformance,
+    PerformanceSummary,
+    summarize_performance,
+)
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = [
@@ -82,7 +95,9 @@ __all__ = [
     "INSTRUMENTS",
     "ALERTS",
     "DEAD_LETTERS",
+    "PERFORMANCE_TABLE",
     "BigtableServingStore",
+    "performance_key",
     "to_direct_rows",
     "alert_key",
     "dead_letter_key",
@@ -119,6 +134,7 @@ TABLES: dict[str, dict[str, MaxVersions]] = {
     INSTRUMENTS: {"ref": MaxVersions(1)},
     ALERTS: {"alert": MaxVersions(1)},
     DEAD_LETTERS: {"dl": MaxVersions(1)},
+    PERFORMANCE_TABLE: {"perf": MaxVersions(1)},
 }
 """Table id → column family → GC rule: the single definition ``init-gcp`` creates."""
 
@@ -316,6 +332,53 @@ def _instrument_rows(i: Instrument) -> list:
     return [row, alias]
 
 
+def performance_key(model_name: str, model_version: str, instrument_id: str | None = None,
+                    target_date: dt.date | None = None) -> str:
+    """Row key (or key prefix) in ``model_performance``:
+    ``{model_name}#{model_version}#{instrument_id}#{YYYYMMDD}`` (``#`` in a part is ``%23``).
+
+    One model version's rows are one key range, by instrument, then date: the API's queries
+    (a version, optionally one instrument and a date range) are range scans. With
+    ``instrument_id`` (and ``target_date``) None the key is the prefix up to that part.
+    """
+    parts = [_part(model_name), _part(model_version)]
+    if instrument_id is not None:
+        parts.append(instrument_id)
+        if target_date is not None:
+            parts.append(f"{target_date:%Y%m%d}")
+    return rowkeys.SEP.join(parts) + ("" if target_date is not None else rowkeys.SEP)
+
+
+def _performance_row(r: ModelPerformance):
+    row = _row(performance_key(r.model_name, r.model_version, r.instrument_id, r.target_date))
+    ts = dt.datetime.combine(r.target_date, dt.time(), dt.timezone.utc)  # rewrites overwrite
+    for column in PERFORMANCE_COLUMNS:
+        if column.name not in ("model_name", "model_version", "instrument_id"):
+            _set(row, "perf", column.name, getattr(r, column.name), ts)
+    return row
+
+
+def _performance_of(row) -> ModelPerformance:
+    key = row.row_key.decode().split(rowkeys.SEP)
+    cells = _newest(row, "perf")
+    values: dict[str, Any] = {"model_name": key[0].replace("%23", "#").replace("%25", "%"),
+                              "model_version": key[1].replace("%23", "#").replace("%25", "%"),
+                              "instrument_id": key[2]}
+    for column in PERFORMANCE_COLUMNS:
+        if column.name in values:
+            continue
+        raw = cells.get(column.name)
+        if column.type == "FLOAT":
+            values[column.name] = _float(raw)
+        elif column.type == "INTEGER":
+            values[column.name] = int(raw) if raw else 0
+        elif column.type == "DATE":
+            values[column.name] = _date(raw)
+        else:
+            values[column.name] = _text(raw)
+    return ModelPerformance.from_row(values)
+
+
 def to_direct_rows(record: object, table_resolver: Callable[[str], str] | None = None
                    ) -> list[tuple[str, Any]]:
     """Convert one record into ``(table_id, DirectRow)`` pairs (pure: no client, no I/O).
@@ -350,6 +413,8 @@ def to_direct_rows(record: object, table_resolver: Callable[[str], str] | None =
         return [(resolve(DEAD_LETTERS), _dead_letter_row(record))]
     if isinstance(record, Instrument):
         return [(resolve(INSTRUMENTS), r) for r in _instrument_rows(record)]
+    if isinstance(record, ModelPerformance):
+        return [(resolve(PERFORMANCE_TABLE), _performance_row(record))]
     raise TypeError(f"cannot store a {type(record).__name__}")
 
 
@@ -643,6 +708,52 @@ class BigtableServingStore:
         rows = self._tables[DEAD_LETTERS].read_rows(limit=limit, filter_=self._filter("dl"),
                                                     **kwargs)
         return [_dead_letter_of(r) for r in rows]
+
+    # -- model performance (tracking) ------------------------------------------------------
+    def _performance_rows(self, model_name: str, model_version: str,
+                          instrument_id: str | None, start: dt.date | None,
+                          end: dt.date | None, limit: int | None = None):
+        if instrument_id is None:
+            lo = hi = performance_key(model_name, model_version)
+        else:
+            lo = (performance_key(model_name, model_version, instrument_id, start) if start
+                  else performance_key(model_name, model_version, instrument_id))
+            hi = (performance_key(model_name, model_version, instrument_id, end) if end
+                  else performance_key(model_name, model_version, instrument_id))
+        out: list[ModelPerformance] = []
+        for row in self._tables[PERFORMANCE_TABLE].read_rows(
+                start_key=lo.encode(), end_key=_after(hi), filter_=self._filter("perf")):
+            r = _performance_of(row)
+            if (start is None or r.target_date >= start) and (end is None or r.target_date <= end):
+                out.append(r)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def get_model_performance(self, model_name: str, model_version: str, *,
+                              instrument_id: str | None = None, start: dt.date | None = None,
+                              end: dt.date | None = None,
+                              limit: int = 10_000) -> list[ModelPerformance]:
+        """Rows of one model version, by instrument then target date (a key-range scan; with
+        an instrument, the date range narrows the scan)."""
+        return self._performance_rows(model_name, model_version, instrument_id, start, end,
+                                      limit)
+
+    def summarize_model_performance(self, model_name: str, model_version: str, *,
+                                    instrument_id: str | None = None,
+                                    start: dt.date | None = None,
+                                    end: dt.date | None = None) -> list[PerformanceSummary]:
+        """Per-instrument ``summarize_performance`` of the same rows (summed client-side)."""
+        return summarize_performance(self._performance_rows(model_name, model_version,
+                                                            instrument_id, start, end))
+
+    def list_performance_versions(self) -> list[PerformanceSummary]:
+        """One summary per model name and version (a scan of the whole table)."""
+        rows = (_performance_of(r) for r in self._tables[PERFORMANCE_TABLE].read_rows(
+            filter_=self._filter("perf")))
+        return sorted(summarize_performance(rows, by_instrument=False),
+                      key=lambda s: (s.model_name, int(s.model_version)
+                                     if s.model_version.isdigit() else 0, s.model_version))
 
     def ping(self) -> bool:
         """Cheap health check: a point read of a key that never exists answers."""

@@ -24,6 +24,14 @@ from pathlib import Path
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
+from miraikakaku.tracking import (
+    PERFORMANCE_COLUMNS,
+    PERFORMANCE_KEY,
+    PERFORMANCE_TABLE,
+    ModelPerformance,
+    PerformanceSummary,
+    summary_from_sums,
+)
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
@@ -73,6 +81,20 @@ CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason);
 
 _TABLES = ("instruments", "bars", "bar_flags", "quotes", "predictions", "alerts", "outbox",
            "dead_letters")
+
+
+def _performance_ddl() -> str:
+    """``model_performance`` DDL from ``miraikakaku.tracking.PERFORMANCE_COLUMNS``."""
+    types = {"STRING": "TEXT", "DATE": "TEXT", "INTEGER": "INTEGER", "FLOAT": "REAL"}
+    cols = ", ".join(f"{c.name} {types[c.type]}{' NOT NULL' if c.required else ''}"
+                     for c in PERFORMANCE_COLUMNS)
+    return (f"CREATE TABLE IF NOT EXISTS {PERFORMANCE_TABLE} ({cols}, "
+            f"PRIMARY KEY ({', '.join(PERFORMANCE_KEY)})) WITHOUT ROWID;\n")
+
+
+_DDL += _performance_ddl()  # added with the tracking job; IF NOT EXISTS upgrades older stores
+_PERFORMANCE_UPSERT = (f"INSERT OR REPLACE INTO {PERFORMANCE_TABLE} VALUES "
+                       f"({','.join('?' * len(PERFORMANCE_COLUMNS))})")
 
 
 def _ts(value: dt.datetime) -> str:
@@ -152,6 +174,7 @@ class SqliteServingStore:
     def write_batch(self, records: Iterable[object]) -> int:
         """Write records of the known types in one transaction; see ``ServingStore.write_batch``."""
         instruments, bars, flags, quotes, preds, alerts, outbox, dls = ([] for _ in range(8))
+        performance: list[tuple] = []
         now = _now()
         n = 0
         for r in records:
@@ -183,6 +206,8 @@ class SqliteServingStore:
             elif isinstance(r, Instrument):
                 instruments.append((r.instrument_id, r.symbol, r.mic, r.calendar, r.currency,
                                     r.timezone, r.kind, r.name, int(r.known)))
+            elif isinstance(r, ModelPerformance):
+                performance.append(_performance_values(r))
             else:
                 raise TypeError(f"cannot store a {type(r).__name__}")
         conn = self._conn()
@@ -206,6 +231,7 @@ class SqliteServingStore:
             conn.executemany("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?)", alerts)
             conn.executemany("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?)", outbox)
             conn.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?,?,?,?)", dls)
+            conn.executemany(_PERFORMANCE_UPSERT, performance)
         return n
 
     # -- reads -------------------------------------------------------------------------------
@@ -318,6 +344,86 @@ class SqliteServingStore:
             "SELECT payload FROM outbox WHERE topic = ? ORDER BY created_at, message_id LIMIT ?",
             (topic, limit))
         return [json.loads(r[0]) for r in rows]
+
+    # -- model performance (tracking) ---------------------------------------------------------
+    def _performance_query(self, select: str, model_name: str | None, model_version: str | None,
+                           instrument_id: str | None, start: dt.date | None,
+                           end: dt.date | None, tail: str = "",
+                           extra: Sequence[object] = ()) -> list[sqlite3.Row]:
+        sql = f"SELECT {select} FROM {PERFORMANCE_TABLE} WHERE 1=1"
+        params: list[object] = []
+        for column, value in (("model_name", model_name), ("model_version", model_version),
+                              ("instrument_id", instrument_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if start is not None:
+            sql += " AND target_date >= ?"
+            params.append(start.isoformat())
+        if end is not None:
+            sql += " AND target_date <= ?"
+            params.append(end.isoformat())
+        try:
+            return self._conn().execute(sql + tail, [*params, *extra]).fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # a store written before the table existed
+                return []
+            raise
+
+    def get_model_performance(self, model_name: str, model_version: str, *,
+                              instrument_id: str | None = None, start: dt.date | None = None,
+                              end: dt.date | None = None,
+                              limit: int = 10_000) -> list[ModelPerformance]:
+        """Rows of ``model_performance`` for one model version with ``start <= target_date <=
+        end`` (inclusive, either open), ordered by instrument id, then target date."""
+        names = ", ".join(c.name for c in PERFORMANCE_COLUMNS)
+        rows = self._performance_query(names, model_name, model_version, instrument_id, start,
+                                       end, " ORDER BY instrument_id, target_date LIMIT ?",
+                                       (limit,))
+        return [_performance_of(r) for r in rows]
+
+    def summarize_model_performance(self, model_name: str, model_version: str, *,
+                                    instrument_id: str | None = None,
+                                    start: dt.date | None = None,
+                                    end: dt.date | None = None) -> list[PerformanceSummary]:
+        """Per-instrument ``summarize_performance`` of the same rows, summed in SQL."""
+        rows = self._performance_query(_SUM_SELECT, model_name, model_version, instrument_id,
+                                       start, end, " GROUP BY model_name, model_version, "
+                                       "instrument_id ORDER BY instrument_id")
+        return [_summary_of(r) for r in rows]
+
+    def list_performance_versions(self) -> list[PerformanceSummary]:
+        """One summary per model name and version in ``model_performance`` (all instruments;
+        ``currency``/``mae``/``rmse`` are None when it spans several currencies)."""
+        rows = self._performance_query(
+            _SUM_SELECT.replace("instrument_id,", "NULL,", 1), None, None, None, None, None,
+            " GROUP BY model_name, model_version ORDER BY model_name, "
+            "CAST(model_version AS INTEGER), model_version")
+        return [_summary_of(r) for r in rows]
+
+
+_SUM_SELECT = ("model_name, model_version, instrument_id, "
+               "CASE WHEN count(DISTINCT currency) = 1 THEN min(currency) END, "
+               "min(target_date), max(target_date), sum(n), sum(n_direction), "
+               "sum(direction_hits), sum(sum_error), sum(sum_abs_error), "
+               "sum(sum_squared_error), sum(sum_abs_pct_error)")
+
+
+def _performance_values(r: ModelPerformance) -> tuple:
+    row = r.to_row()
+    row["target_date"] = r.target_date.isoformat()
+    return tuple(row.values())
+
+
+def _performance_of(row: Sequence) -> ModelPerformance:
+    names = (c.name for c in PERFORMANCE_COLUMNS)
+    return ModelPerformance.from_row(dict(zip(names, row, strict=True)))
+
+
+def _summary_of(row: Sequence) -> PerformanceSummary:
+    name, version, iid, currency, first, last, *sums = row
+    return summary_from_sums(name, version, iid, currency, dt.date.fromisoformat(first),
+                             dt.date.fromisoformat(last), *sums)
 
 
 def _instrument(row: Sequence) -> Instrument:
