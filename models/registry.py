@@ -28,6 +28,7 @@ __all__ = [
     "latest_version",
     "list_versions",
     "next_version",
+    "publish_version",
     "save_version",
 ]
 
@@ -158,30 +159,70 @@ def save_version(model, model_dir: str | Path, metadata: Mapping[str, Any]) -> M
     try:
         model.save(str(tmp), save_format="tf", save_traces=False,
                    signatures={"serving_default": _serving_signature(model)})
-        version = next_version(model_dir)
-        while True:
-            meta = dict(metadata)
-            meta.setdefault("model_name", model_dir.name)
-            meta["version"] = str(version)
-            meta["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n",
-                                             encoding="utf-8")
-            final = model_dir / str(version)
-            if final.exists():  # another trainer took this number meanwhile
-                version = max(version + 1, next_version(model_dir))
-                continue
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if final.exists():
-                    version = max(version + 1, next_version(model_dir))
-                    continue
-                raise
-            return ModelVersion(str(meta["model_name"]), str(version), final, meta)
+        return _commit(tmp, model_dir, metadata)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+
+def _commit(tmp: Path, model_dir: Path, metadata: Mapping[str, Any]) -> ModelVersion:
+    """Write the metadata into ``tmp`` and rename it to the next free version directory."""
+    version = next_version(model_dir)
+    while True:
+        meta = dict(metadata)
+        meta.setdefault("model_name", model_dir.name)
+        meta["version"] = str(version)
+        meta["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n",
+                                         encoding="utf-8")
+        final = model_dir / str(version)
+        if final.exists():  # another trainer took this number meanwhile
+            version = max(version + 1, next_version(model_dir))
+            continue
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if final.exists():
+                version = max(version + 1, next_version(model_dir))
+                continue
+            raise
+        return ModelVersion(str(meta["model_name"]), str(version), final, meta)
+
+
+def publish_version(saved_model_dir: str | Path, model_dir: str | Path,
+                    metadata: Mapping[str, Any]) -> ModelVersion:
+    """Copy an exported SavedModel directory in as the next version, atomically.
+
+    Used by the TFX pipeline's registry Pusher (``tfx_pipelines.registry_pusher``): the Trainer
+    already exported the model; this copies it (all files, ``saved_model.pb`` included) into a
+    hidden temporary directory, writes ``metadata`` as in ``save_version`` (replacing any
+    metadata file that came with the copy) and renames it into place.
+
+    Args:
+        saved_model_dir: a SavedModel directory (must contain ``saved_model.pb``).
+        model_dir: the model family's directory (created if missing).
+        metadata: JSON-serializable facts; ``version`` and ``created_at`` are set here.
+
+    Returns:
+        The new version.
+
+    Raises:
+        FileNotFoundError: if ``saved_model_dir`` has no ``saved_model.pb``.
+        TypeError: if ``metadata`` is not JSON-serializable.
+        OSError: if the directory cannot be written.
+    """
+    src = Path(saved_model_dir)
+    if not (src / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{src} is not a SavedModel directory (no saved_model.pb)")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=model_dir))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        return _commit(tmp, model_dir, metadata)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 if __name__ == "__main__":  # pragma: no cover - manual inspection
     from miraikakaku.settings import Settings

@@ -22,9 +22,9 @@ import datetime as dt
 import math
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,10 +39,12 @@ from transforms.validation import BlockedEvent, validate_event
 
 __all__ = [
     "BREAK_FLAGS",
+    "ExampleRow",
     "Examples",
     "build_examples",
     "evaluate_forecasts",
     "main",
+    "sequence_examples",
     "split_by_date",
     "train",
 ]
@@ -134,6 +136,80 @@ def _read_events(paths: Sequence[str | Path], stats: collections.Counter, progre
     return groups
 
 
+
+class ExampleRow(NamedTuple):
+    """One supervised example as ``sequence_examples`` yields it.
+
+    Attributes:
+        instrument_id: exchange-qualified id (``XNAS:AAPL``).
+        window: ``float32 [N, F]`` raw feature window (``FEATURE_NAMES`` order), exactly as the
+            stream's ``InstrumentSequencer`` emits it for the bar at ``as_of_date``.
+        label: ln(P_{t+1} / P_t) of the feature price (adjusted close), unitless.
+        as_of_date: session date t of the window's last bar.
+        target_date: session date t+1 of the next feature bar.
+        last_price: feature price P_t at ``as_of_date`` (quote currency): the stream's
+            ``PredictionContext.base_price``.
+    """
+
+    instrument_id: str
+    window: np.ndarray
+    label: float
+    as_of_date: dt.date
+    target_date: dt.date
+    last_price: float
+
+
+def sequence_examples(events: Sequence[PriceEvent], calendar: str,
+                      source_priority: Sequence[str], window: int = DEFAULT_WINDOW,
+                      stats: collections.Counter | None = None) -> Iterator[ExampleRow]:
+    """Examples of one instrument, from its events in ``event_sort_key`` order.
+
+    Feeds the events through one ``transforms.ordering.InstrumentSequencer`` (the stream's own
+    per-instrument state) and pairs each window at feature bar t with the next feature bar t+1:
+    label ln(P_{t+1}/P_t), unless bar t+1 carries a flag in ``BREAK_FLAGS``. Used by
+    ``build_examples`` and by the TFX examples job (``tfx_pipelines.examples``).
+
+    Args:
+        events: one instrument's validated, deduplicated events, sorted with
+            ``event_sort_key``.
+        calendar: the instrument's exchange_calendars code.
+        source_priority: source names, best first.
+        window: LSTM timesteps N.
+        stats: counter updated with ``late``, ``other_source_bars``, ``feature_bars``,
+            ``windows``, ``broken_targets`` and ``windows_without_next_bar``.
+
+    Yields:
+        ``ExampleRow`` in time order.
+    """
+    stats = stats if stats is not None else collections.Counter()
+    if not events:
+        return
+    iid = events[0].instrument_id
+    seq = InstrumentSequencer(calendar, source_priority, window)
+    pending: tuple[np.ndarray, dt.date, float] | None = None
+    for event in events:
+        if seq.last_time is not None and event.event_time < seq.last_time:
+            stats["late"] += 1  # as ComputeFeatures; cannot happen after sorting
+            continue
+        bar = seq.step(event)
+        if bar is None:
+            stats["other_source_bars"] += 1
+            continue
+        stats["feature_bars"] += 1
+        if pending is not None:
+            if BREAK_FLAGS.isdisjoint(bar.flags):
+                yield ExampleRow(iid, pending[0], math.log(event.feature_price / pending[2]),
+                                 pending[1], event.session_date, pending[2])
+            else:
+                stats["broken_targets"] += 1
+            pending = None
+        if bar.step.window is not None:
+            stats["windows"] += 1
+            pending = (bar.step.window, event.session_date, event.feature_price)
+    if pending is not None:
+        stats["windows_without_next_bar"] += 1
+
+
 def build_examples(paths: Iterable[str | Path], source_priority: Sequence[str],
                    window: int = DEFAULT_WINDOW, progress: Any = None) -> Examples:
     """Build training examples from price files the way the stream builds windows.
@@ -174,33 +250,13 @@ def build_examples(paths: Iterable[str | Path], source_priority: Sequence[str],
     done = 0
     for iid in sorted(groups):
         events = sorted(groups.pop(iid), key=sort_key)
-        seq = InstrumentSequencer(master.resolve(events[0].symbol).calendar, source_priority,
-                                  window)
-        pending: tuple[np.ndarray, dt.date, float] | None = None
-        for event in events:
-            if seq.last_time is not None and event.event_time < seq.last_time:
-                stats["late"] += 1  # as ComputeFeatures; cannot happen after sorting
-                continue
-            bar = seq.step(event)
-            if bar is None:
-                stats["other_source_bars"] += 1
-                continue
-            stats["feature_bars"] += 1
-            if pending is not None:
-                if BREAK_FLAGS.isdisjoint(bar.flags):
-                    xs.append(pending[0])
-                    ys.append(math.log(event.feature_price / pending[2]))
-                    as_of.append(pending[1])
-                    target.append(event.session_date)
-                    ids.append(iid)
-                else:
-                    stats["broken_targets"] += 1
-                pending = None
-            if bar.step.window is not None:
-                stats["windows"] += 1
-                pending = (bar.step.window, event.session_date, event.feature_price)
-        if pending is not None:
-            stats["windows_without_next_bar"] += 1
+        for row in sequence_examples(events, master.resolve(events[0].symbol).calendar,
+                                     source_priority, window, stats):
+            xs.append(row.window)
+            ys.append(row.label)
+            as_of.append(row.as_of_date)
+            target.append(row.target_date)
+            ids.append(row.instrument_id)
         stats["instruments"] += 1
         done += len(events)
         if progress:

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from miraikakaku.settings import Settings  # noqa: E402
 
-_MARKERS = {"unit", "pipeline", "api", "e2e", "integration"}
+_MARKERS = {"unit", "pipeline", "api", "e2e", "integration", "tfx"}
 SHARED = Settings().shared_data_dir
 SP500 = SHARED / "normalized" / "us_daily_sp500_5yr_2013_2018.normalized.csv.gz"
 JP = SHARED / "normalized" / "jp_daily.normalized.csv.gz"
