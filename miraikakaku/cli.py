@@ -70,7 +70,54 @@ def _print_summary(summary) -> None:
     console.print(t)
 
 
+def _cmd_train_tfx(args: argparse.Namespace) -> int:
+    """``miraikakaku train --tfx``: the TFX pipeline (LocalDagRunner) on real price files."""
+    from tfx_pipelines import configs
+    from tfx_pipelines.local_runner import run
+
+    tc = configs.TrainerConfig(units=args.units, train_steps=args.train_steps)
+    try:
+        s = run(args.input or None, trainer_config=tc, cutoff=args.cutoff,
+                instrument_fraction=args.instrument_fraction,
+                reuse_examples=args.reuse_examples, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"miraikakaku train --tfx: {e}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.table import Table
+
+    m, c = s.evaluator_metrics, (s.examples or {}).get("counts", {})
+    t = Table(title="MiraiKakaku TFX training run", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    t.add_row("examples train / eval", f"{c.get('train', 0):,} / {c.get('eval', 0):,} "
+              f"(cutoff {(s.examples or {}).get('cutoff')})")
+    t.add_row("instruments / events", f"{c.get('instruments', 0):,} / {c.get('events', 0):,}")
+
+    def num(key: str) -> str:
+        return f"{m[key]:.6g}" if key in m else "n/a"
+
+    t.add_row("eval RMSE (log return)", num("root_mean_squared_error"))
+    t.add_row("last-value baseline RMSE", num("last_value_rmse"))
+    t.add_row("RMSE skill vs last value", num("rmse_skill"))
+    t.add_row("eval MAE", num("mean_absolute_error"))
+    t.add_row("directional accuracy", num("directional_accuracy"))
+    if s.had_champion:
+        t.add_row("champion RMSE", num("champion_root_mean_squared_error"))
+    t.add_row("blessed", "[green]yes[/green]" if s.blessed else
+              "[red]no[/red]: failed " + "; ".join(s.gate_failures))
+    t.add_row("pushed", f"version {s.pushed_version} at {s.pushed_path}" if s.pushed else "no")
+    t.add_row("wall time", f"{s.seconds.get('total', 0):,.1f} s (examples "
+              f"{s.seconds.get('examples', 0):,.1f} s, pipeline "
+              f"{s.seconds.get('pipeline', 0):,.1f} s)")
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(t)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if getattr(args, "tfx", False):
+        return _cmd_train_tfx(args)
     from models.training import train
 
     try:
@@ -248,6 +295,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--max-examples", type=int, default=200_000,
                          help="Subsample the training set to at most this many windows. "
                               "Default: 200000.")
+    p_train.add_argument("--tfx", action="store_true",
+                         help="Run the TFX pipeline (examples, statistics, schema, Transform, "
+                              "Trainer, Evaluator gate, Pusher) with the LocalDagRunner; a "
+                              "model is pushed only if it beats the last-value baseline and "
+                              "the current champion.")
+    p_train.add_argument("--train-steps", type=int, default=800,
+                         help="--tfx: gradient steps of 256 examples. Default: 800.")
+    p_train.add_argument("--instrument-fraction", type=float, default=0.125,
+                         help="--tfx: share of instruments used, stable by hash. Default: "
+                              "0.125 (1.0: all, ~590k examples on the default inputs).")
+    p_train.add_argument("--cutoff", default=None,
+                         help="--tfx: train/eval split date YYYY-MM-DD. Default: the 85th "
+                              "percentile of example dates.")
+    p_train.add_argument("--reuse-examples", action="store_true",
+                         help="--tfx: reuse the examples of the previous run.")
     sub.add_parser("run", help="Run the price pipeline (see `miraikakaku run --help`).",
                    add_help=False)
     p_serve = sub.add_parser("serve", help="Serve the API (FastAPI + uvicorn).")
