@@ -47,6 +47,9 @@ __all__ = [
     "PERFORMANCE_KEY",
     "UNMATCHED_TARGET_BAR_MISSING",
     "UNMATCHED_NO_LATER_BAR",
+    "UNMATCHED_IMPLAUSIBLE_TARGET",
+    "MAX_TARGET_GAP_DAYS",
+    "plausible_target",
     "PredictionOutcome",
     "ModelPerformance",
     "PerformanceSummary",
@@ -73,6 +76,22 @@ source (a hole in the data, a blocked bar, or the source stopped)."""
 UNMATCHED_NO_LATER_BAR = "no_later_bar"
 """No bar on or after ``target_date`` has arrived (yet): the input ended before the target
 session (the latest predictions of a bounded run) or the instrument stopped trading."""
+
+
+UNMATCHED_IMPLAUSIBLE_TARGET = "implausible_target_date"
+"""``target_date`` is not 1 to ``MAX_TARGET_GAP_DAYS`` days after ``as_of_date``: not a
+next-session forecast (e.g. a prediction dated before the exchange calendar's first session,
+whose "next session" is that first session years later). Never scored: its error would say
+nothing about next-session accuracy."""
+
+MAX_TARGET_GAP_DAYS = 14
+"""Longest plausible as-of → target gap in calendar days (Golden Week, New Year closures, the
+four sessions NYSE lost in September 2001 and the TSE outage of 2020-10-01 all fit)."""
+
+
+def plausible_target(p: Prediction) -> bool:
+    """True when ``p.target_date`` is 1 to ``MAX_TARGET_GAP_DAYS`` days after ``p.as_of_date``."""
+    return 0 < (p.target_date - p.as_of_date).days <= MAX_TARGET_GAP_DAYS
 
 
 class _Column(NamedTuple):
@@ -436,7 +455,8 @@ class MatchResult(NamedTuple):
     Attributes:
         outcomes: one per prediction whose target bar exists.
         unmatched: ``(prediction, reason)`` for the others; reason is
-            ``UNMATCHED_TARGET_BAR_MISSING`` or ``UNMATCHED_NO_LATER_BAR``.
+            ``UNMATCHED_IMPLAUSIBLE_TARGET``, ``UNMATCHED_TARGET_BAR_MISSING`` or
+            ``UNMATCHED_NO_LATER_BAR``.
     """
 
     outcomes: list[PredictionOutcome]
@@ -455,8 +475,9 @@ def match_predictions(predictions: Iterable[Prediction], bars: Iterable[Any]) ->
 
     Returns:
         Outcomes in input order and the unmatched predictions with a reason (see
-        ``MatchResult``): ``target_bar_missing`` when the instrument has a bar (any source)
-        after the target date, else ``no_later_bar``.
+        ``MatchResult``): ``implausible_target_date`` (see ``plausible_target``; never scored),
+        ``target_bar_missing`` when the instrument has a bar (any source) after the target
+        date, else ``no_later_bar``.
 
     Raises:
         ValueError: for a bar with a non-positive price (``make_outcome``).
@@ -471,6 +492,9 @@ def match_predictions(predictions: Iterable[Prediction], bars: Iterable[Any]) ->
             last_date[b.instrument_id] = b.session_date
     outcomes, unmatched = [], []
     for p in predictions:
+        if not plausible_target(p):
+            unmatched.append((p, UNMATCHED_IMPLAUSIBLE_TARGET))
+            continue
         hit = realized.get((p.instrument_id, p.source, p.target_date))
         if hit is not None:
             outcomes.append(make_outcome(p, hit[0], hit[1]))

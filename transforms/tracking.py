@@ -16,8 +16,10 @@ upsert it, so a replay rewrites the same row). State is bounded by an event-time
 the watermark passes the end of the session day plus ``horizon_days``, the key's state is
 cleared and every prediction still waiting is emitted as a ``DeadLetter`` (step
 ``TrackPredictions``, reason ``no_realized_bar``, payload the prediction as JSON, detail naming
-the sources that did have a bar that day). Counters (namespace ``TrackPredictions``):
-``outcomes``, ``pending`` (predictions that had to wait), ``unmatched:no_realized_bar``,
+the sources that did have a bar that day). A prediction whose target is not 1 to 14 days after
+its as-of date is dead-lettered at once (reason ``implausible_target_date``, see
+``miraikakaku.tracking.plausible_target``). Counters (namespace ``TrackPredictions``):
+``outcomes``, ``pending`` (predictions that had to wait), ``unmatched:<reason>``,
 ``bad_prices``.
 
 On bounded input the watermark reaches the end only after every element was processed, so every
@@ -47,10 +49,13 @@ from apache_beam.utils.timestamp import Timestamp
 
 from miraikakaku.schema import DeadLetter, Prediction, PriceEvent
 from miraikakaku.tracking import (
+    MAX_TARGET_GAP_DAYS,
+    UNMATCHED_IMPLAUSIBLE_TARGET,
     ModelPerformance,
     PredictionOutcome,
     bar_feature_price,
     make_outcome,
+    plausible_target,
     prediction_payload,
 )
 
@@ -125,6 +130,7 @@ class _TrackFn(beam.DoFn):
         self._pending = Metrics.counter(STEP, "pending")
         self._bad = Metrics.counter(STEP, "bad_prices")
         self._expired = Metrics.counter(STEP, f"unmatched:{UNMATCHED_NO_REALIZED_BAR}")
+        self._implausible = Metrics.counter(STEP, f"unmatched:{UNMATCHED_IMPLAUSIBLE_TARGET}")
 
     def _emit(self, p: Prediction, bar: _RealizedBar):
         try:
@@ -141,6 +147,14 @@ class _TrackFn(beam.DoFn):
                 bars=beam.DoFn.StateParam(BARS), armed=beam.DoFn.StateParam(ARMED),
                 timer=beam.DoFn.TimerParam(EXPIRY)):
         _, (kind, item) = element
+        if kind == _PRED and not plausible_target(item):
+            self._implausible.inc()
+            yield beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
+                STEP, UNMATCHED_IMPLAUSIBLE_TARGET,
+                f"target {item.target_date} is not 1-{MAX_TARGET_GAP_DAYS} days after as-of "
+                f"{item.as_of_date}", prediction_payload(item),
+                f"{item.model_name}:{item.model_version}", item.as_of_time))
+            return
         if not armed.read():
             day = item.session_date if kind == _BAR else item.target_date
             timer.set(_day_end(day, self._horizon))

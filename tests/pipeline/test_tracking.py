@@ -22,7 +22,11 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from miraikakaku.schema import DeadLetter
-from miraikakaku.tracking import ModelPerformance, match_predictions
+from miraikakaku.tracking import (
+    UNMATCHED_IMPLAUSIBLE_TARGET,
+    ModelPerformance,
+    match_predictions,
+)
 from tests.api.conftest import load_real_events
 from tests.unit.test_tracking import momentum_predictions
 from transforms.tracking import STEP, UNMATCHED_NO_REALIZED_BAR, TrackPredictions
@@ -44,11 +48,15 @@ def test_stream_outcomes_equal_the_batch_join(events):
     preds = (momentum_predictions(events, "XNAS:AAPL", "sp500_5yr", 200)
              + momentum_predictions(events, "XNAS:MSFT", "sp500_5yr", 50, version="8")
              + momentum_predictions(events, "XTKS:7203", "chart0", 120))
+    # A prediction dated before its exchange calendar began gets a target years later; a bar of
+    # that target exists, but such a pair must not be scored. Model it with a 30-day gap.
+    far = dataclasses.replace(preds[50], target_date=preds[70].target_date)
+    preds.append(far)
     hole = preds[100].target_date  # AAPL's bar of that session never arrives
     bars = [e for e in events if not (e.instrument_id == "XNAS:AAPL" and e.session_date == hole)]
     bars = [e for e in bars if e.session_date >= dt.date(2017, 1, 1)]
     expected = match_predictions(preds, bars)
-    assert len(expected.unmatched) == 4  # the hole + the last prediction of each series
+    assert len(expected.unmatched) == 5  # the hole, the last of each series, the far one
     with TestPipeline() as p:
         result = (p | "Predictions" >> beam.Create(preds) | "StampP" >> beam.Map(_stamp),
                   p | "Bars" >> beam.Create(bars) | "StampB" >> beam.Map(_stamp)
@@ -58,8 +66,9 @@ def test_stream_outcomes_equal_the_batch_join(events):
                     equal_to([ModelPerformance.from_outcomes([o]) for o in expected.outcomes]),
                     label="Performance")
         assert_that(result.unmatched | beam.Map(lambda d: (d.step, d.reason, d.payload)),
-                    equal_to([(STEP, UNMATCHED_NO_REALIZED_BAR,
-                               _payload(p)) for p, _ in expected.unmatched]),
+                    equal_to([(STEP, r if r == UNMATCHED_IMPLAUSIBLE_TARGET
+                               else UNMATCHED_NO_REALIZED_BAR, _payload(p))
+                              for p, r in expected.unmatched]),
                     label="Unmatched")
 
 

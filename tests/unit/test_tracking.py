@@ -20,6 +20,7 @@ from miraikakaku.calendars import get_calendar
 from miraikakaku.schema import Prediction
 from miraikakaku.tracking import (
     PERFORMANCE_COLUMNS,
+    UNMATCHED_IMPLAUSIBLE_TARGET,
     UNMATCHED_NO_LATER_BAR,
     UNMATCHED_TARGET_BAR_MISSING,
     ModelPerformance,
@@ -97,6 +98,12 @@ def test_match_aggregate_and_summarize_against_numpy(events, aapl_frame):
     reasons = {p.target_date: r for p, r in result.unmatched}
     assert reasons == {hole: UNMATCHED_TARGET_BAR_MISSING,
                        preds[-1].target_date: UNMATCHED_NO_LATER_BAR}
+    # A target weeks after the as-of date (e.g. dated before the exchange calendar's first
+    # session) is never scored, although a bar of that date exists.
+    far = dataclasses.replace(preds[0], target_date=preds[0].as_of_date + dt.timedelta(days=28))
+    assert any(e.session_date == far.target_date and e.instrument_id == "XNAS:AAPL"
+               for e in bars)
+    assert match_predictions([far], bars).unmatched == [(far, UNMATCHED_IMPLAUSIBLE_TARGET)]
     assert len(result.outcomes) == 58
 
     close = aapl_frame.set_index("date")["close"]
