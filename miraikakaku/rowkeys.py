@@ -6,7 +6,9 @@ range scan over one instrument is a prefix scan:
 * daily bar:   ``XNAS:AAPL#1d#20180207`` (exchange-local session date)
 * intraday bar: ``XNYS:IBM#1m#20131007T133000`` (bar start, UTC)
 * trade:       ``XNYS:IBM#tick#20131007T133000.270#000042`` (trade time UTC, per-source sequence)
-* prediction:  ``XNAS:AAPL#pred#1d#20180207`` (one row per as-of session; model in the columns)
+* prediction:  ``XNAS:AAPL#pred#1d#20180207`` (the champion's: one row per as-of session, the
+  model name and version in the columns), ``XNAS:AAPL#pred#1d#20180207#challenger`` (challenger
+  predictions of the same session sort right after it; a range scan reads both)
 * latest quote: ``XNAS:AAPL#latest``
 
 Timestamps in keys are the exchange-local session date for daily bars (``YYYYMMDD``), which sorts
@@ -18,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 
 __all__ = ["bar_key", "intraday_key", "trade_key", "event_key", "prediction_key", "latest_key",
-           "parse_bar_key", "scan_range"]
+           "parse_bar_key", "prediction_role", "scan_range"]
 
 SEP = "#"
 
@@ -75,10 +77,35 @@ def event_key(event) -> str:
                         event.event_time - dt.timedelta(seconds=seconds))
 
 
-def prediction_key(instrument_id: str, interval: str, as_of_date: dt.date) -> str:
-    """Row key of a prediction made at the close of ``as_of_date``."""
+def prediction_key(instrument_id: str, interval: str, as_of_date: dt.date,
+                   role: str = "champion") -> str:
+    """Row key of a prediction made at the close of ``as_of_date``.
+
+    The champion's key is ``{instrument_id}#pred#{interval}#{YYYYMMDD}`` (as before roles
+    existed, so stored champion rows keep their keys); any other role appends ``#{role}``, so a
+    challenger never overwrites the champion and sorts right after it.
+
+    Raises:
+        ValueError: if the instrument id is empty or contains ``#``, or the role is empty or
+            contains ``#``.
+    """
     _check_instrument(instrument_id)
-    return f"{instrument_id}{SEP}pred{SEP}{interval}{SEP}{_yyyymmdd(as_of_date)}"
+    if not role or SEP in role:
+        raise ValueError(f"invalid prediction role for a row key: {role!r}")
+    key = f"{instrument_id}{SEP}pred{SEP}{interval}{SEP}{_yyyymmdd(as_of_date)}"
+    return key if role == "champion" else f"{key}{SEP}{role}"
+
+
+def prediction_role(key: str) -> str:
+    """The role in a ``prediction_key``: ``champion`` when the key has no role suffix.
+
+    Raises:
+        ValueError: if ``key`` is not a prediction key.
+    """
+    parts = key.split(SEP)
+    if len(parts) not in (4, 5) or parts[1] != "pred":
+        raise ValueError(f"not a prediction key: {key!r}")
+    return parts[4] if len(parts) == 5 else "champion"
 
 
 def latest_key(instrument_id: str) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "PriceEvent",
     "DeadLetter",
     "Prediction",
+    "PREDICTION_ROLES",
     "AlertEvent",
     "make_event_id",
     "utc",
@@ -210,6 +211,10 @@ class DeadLetter:
         return h.hexdigest()
 
 
+PREDICTION_ROLES = ("champion", "challenger")
+"""Roles of a stored prediction: the champion's is "the" prediction; challengers are compared."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """The model's forecast of the next session's return for one instrument.
@@ -224,7 +229,14 @@ class Prediction:
         predicted_log_return: forecast ln(P_target / P_as_of).
         predicted_price: ``base_price * exp(predicted_log_return)``, quote currency.
         model_name: model name (``lstm_daily``).
-        model_version: model version (integer directory name, as TF Serving uses).
+        model_version: version of the model that answered: the integer directory name (as TF
+            Serving uses) for a local model, ``vertex-<deployedModelId>`` for a Vertex AI
+            endpoint.
+        role: ``champion`` (the prediction that reads return by default) or ``challenger``
+            (a second model scoring a share of instruments, ``transforms.inference``).
+
+    Raises:
+        ValueError: for a role not in ``PREDICTION_ROLES``.
     """
 
     instrument_id: str
@@ -237,6 +249,12 @@ class Prediction:
     predicted_price: float
     model_name: str
     model_version: str
+    role: str = "champion"
+
+    def __post_init__(self) -> None:
+        if self.role not in PREDICTION_ROLES:
+            raise ValueError(f"prediction role must be one of {PREDICTION_ROLES}, "
+                             f"got {self.role!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,9 @@ Graph (stable step labels, so Dataflow ``--update`` works)::
 
     ReadPrices → ParseEvents → ValidateEvents → DeduplicateEvents → AddEventTimestamps
       → ComputeFeatures (ordered per-instrument state: flags, price alerts, LSTM windows)
-      → PredictNextReturn (RunInference) → ComputePredictedMoveAlerts
+      → PredictNextReturn (RunInference: local SavedModel, or a Vertex AI endpoint with the
+        local model as fallback; new model versions hot-swapped in streaming runs; an optional
+        challenger on a share of instruments) → ComputePredictedMoveAlerts
     everything (bars, flags, predictions, alerts, instruments, dead letters) → WriteToServingStore
 
 Run it: ``miraikakaku run`` (defaults: the S&P 500 five-year file and the Tokyo daily file in
@@ -78,6 +80,45 @@ class PriceOptions(PipelineOptions):
                             help="RunInference min batch size. Default: 32.")
         parser.add_argument("--inference_max_batch_size", type=int, default=1024,
                             help="RunInference max batch size. Default: 1024.")
+        parser.add_argument("--inference_max_batch_duration_secs", type=int, default=None,
+                            help="Streaming: longest wait in seconds to fill a RunInference "
+                                 "batch. Default: Beam's.")
+        parser.add_argument(
+            "--model_handler", default="local", choices=["local", "vertex"],
+            help="'local' scores with the SavedModel in --model_dir (TFModelHandlerNumpy); "
+                 "'vertex' with a Vertex AI endpoint (VertexAIModelHandlerJSON), the local model "
+                 "answering when the endpoint returns 429/5xx past its retries. Default: local.")
+        parser.add_argument("--vertex_endpoint_id", default=None,
+                            help="Numeric Vertex AI endpoint id (--model_handler vertex).")
+        parser.add_argument("--vertex_project", default=None,
+                            help="Project of the Vertex AI endpoint. Default: --project.")
+        parser.add_argument("--vertex_location", default="us-central1",
+                            help="Region of the Vertex AI endpoint. Default: us-central1.")
+        parser.add_argument("--vertex_network", default=None,
+                            help="VPC network of a private endpoint "
+                                 "(projects/N/global/networks/V). Default: none (public).")
+        parser.add_argument("--vertex_api_endpoint", default=None,
+                            help="API host instead of {location}-aiplatform.googleapis.com "
+                                 "(e.g. Private Service Connect). Default: the regional host.")
+        parser.add_argument("--vertex_num_retries", type=int, default=5,
+                            help="Retries of a 429/5xx answer (exponential backoff from 5 s) "
+                                 "before the local fallback answers. Default: 5.")
+        parser.add_argument("--vertex_fallback", default="true", choices=["true", "false"],
+                            help="'true': the local model answers batches the endpoint failed "
+                                 "with 429/5xx (counted as fallback_predictions); 'false': they "
+                                 "are dead-lettered. Default: true.")
+        parser.add_argument("--model_watch_interval_seconds", type=float, default=60.0,
+                            help="Streaming without --model_version: poll --model_dir this often "
+                                 "and hot-swap to a new complete version without a restart; 0 "
+                                 "keeps the version the job started with. Default: 60.")
+        parser.add_argument("--challenger_model_version", default=None,
+                            help="Model version that also scores --challenger_share of the "
+                                 "instruments (stored as role 'challenger'). Default: none.")
+        parser.add_argument("--challenger_model_dir", default=None,
+                            help="Model directory of the challenger. Default: --model_dir.")
+        parser.add_argument("--challenger_share", type=float, default=0.0,
+                            help="Fraction of instruments (stable hash of the instrument id) the "
+                                 "challenger scores, 0..1. Default: 0.")
         parser.add_argument("--write_batch_size", type=int, default=5000,
                             help="Max records per store transaction. Default: 5000.")
         parser.add_argument(
@@ -177,6 +218,12 @@ class _Resolved:
     bq_table_prefix: str | None
     alerts_topic: str | None
     dead_letter_topic: str | None
+    model_dir: str | None = None
+    watch_interval_seconds: float = 0.0
+    vertex: object | None = None  # transforms.inference.VertexEndpoint
+    vertex_fallback: bool = True
+    challenger_uri: str | None = None
+    challenger_share: float = 0.0
 
     @property
     def store_path(self) -> str:
@@ -219,6 +266,9 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
             mv = latest_version(model_dir)
         model_uri, model_version = str(mv.path), mv.version
         window = int(mv.metadata.get("window", DEFAULT_WINDOW))
+        inference = _resolve_inference(opts, model_dir, mv, bool(std.streaming))
+    else:
+        inference = {}
     if po.sink == "bigtable":
         project = (po.bigtable_project or opts.view_as(GoogleCloudOptions).project
                    or os.environ.get("MIRAIKAKAKU_GCP_PROJECT") or "miraikakaku-local")
@@ -234,7 +284,55 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
             f"{project}:{po.bq_dataset}"
     return _Resolved(specs, po.subscription, store, priority, rules, model_uri,
                      settings.model_name, model_version, window, not std.streaming, bq,
-                     po.alerts_topic, po.dead_letter_topic)
+                     po.alerts_topic, po.dead_letter_topic, **inference)
+
+
+def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
+                       ) -> dict:
+    """The model handler, hot-swap and challenger settings (``_Resolved`` fields).
+
+    Raises:
+        ValueError: a bad combination (vertex without an endpoint id or project, a share
+            outside 0..1, a challenger equal to the champion or without a share).
+        FileNotFoundError: the challenger version does not exist.
+    """
+    from models.registry import latest_version, list_versions
+
+    po = opts.view_as(PriceOptions)
+    out: dict = {"model_dir": str(model_dir)}
+    if streaming and not po.model_version and po.model_watch_interval_seconds > 0:
+        out["watch_interval_seconds"] = po.model_watch_interval_seconds
+    if po.model_handler == "vertex":
+        from transforms.inference import VertexEndpoint
+
+        project = po.vertex_project or opts.view_as(GoogleCloudOptions).project
+        if not po.vertex_endpoint_id or not project:
+            raise ValueError("--model_handler vertex needs --vertex_endpoint_id and "
+                             "--vertex_project (or --project)")
+        out["vertex"] = VertexEndpoint(
+            po.vertex_endpoint_id, project, po.vertex_location, network=po.vertex_network,
+            private=po.vertex_network is not None, api_endpoint=po.vertex_api_endpoint,
+            num_retries=po.vertex_num_retries)
+        out["vertex_fallback"] = po.vertex_fallback == "true"
+    if not 0.0 <= po.challenger_share <= 1.0:
+        raise ValueError(f"--challenger_share must be in 0..1, got {po.challenger_share}")
+    if po.challenger_model_version or po.challenger_model_dir:
+        cdir = Path(po.challenger_model_dir) if po.challenger_model_dir else model_dir
+        if po.challenger_model_version:
+            found = [v for v in list_versions(cdir) if v.version == po.challenger_model_version]
+            if not found:
+                raise FileNotFoundError(
+                    f"no challenger model version {po.challenger_model_version} in {cdir}")
+            challenger = found[0]
+        else:
+            challenger = latest_version(cdir)
+        if challenger.path.resolve() == Path(champion.path).resolve():
+            raise ValueError(f"the challenger is the champion ({challenger.path})")
+        if po.challenger_share <= 0:
+            raise ValueError("a challenger model needs --challenger_share > 0")
+        out["challenger_uri"] = str(challenger.path)
+        out["challenger_share"] = po.challenger_share
+    return out
 
 
 def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
@@ -253,6 +351,7 @@ def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
 
 def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 5000,
                    default_mic: str = "XNYS", min_batch: int = 32, max_batch: int = 1024,
+                   max_batch_duration_secs: int | None = None,
                    allowed_lateness_seconds: float = 60.0, idle_seconds: float = 5.0,
                    dedup_horizon_seconds: float = 3 * 24 * 3600) -> None:
     """Add the price pipeline's steps to ``p`` (see the module docstring for the graph)."""
@@ -283,8 +382,16 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
         from transforms.inference import PredictNextReturn
 
         inferred = ordered.windows | "PredictNextReturn" >> PredictNextReturn(
-            r.model_uri, r.model_name, r.model_version or "", min_batch, max_batch)
-        predicted_alerts = inferred.predictions | "ComputePredictedMoveAlerts" >> \
+            r.model_uri, r.model_name, r.model_version or "", min_batch, max_batch,
+            max_batch_duration_secs=max_batch_duration_secs, model_dir=r.model_dir,
+            watch_interval_seconds=r.watch_interval_seconds, vertex=r.vertex,
+            fallback_to_local=r.vertex_fallback, challenger_uri=r.challenger_uri,
+            challenger_share=r.challenger_share)
+        champion = inferred.predictions
+        if r.challenger_uri is not None:  # alerts follow "the" prediction, not the challenger's
+            champion = champion | "SelectChampionPredictions" >> beam.Filter(
+                lambda pr: pr.role == "champion")
+        predicted_alerts = champion | "ComputePredictedMoveAlerts" >> \
             ComputePredictedMoveAlerts(r.rules)
         outputs += [inferred.predictions, inferred.dead_letters, predicted_alerts]
         alerts.append(predicted_alerts)
@@ -537,6 +644,7 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     p = test_pipeline or beam.Pipeline(options=opts)
     build_pipeline(p, r, write_batch_size=po.write_batch_size, default_mic=po.default_mic,
                    min_batch=po.inference_min_batch_size, max_batch=po.inference_max_batch_size,
+                   max_batch_duration_secs=po.inference_max_batch_duration_secs,
                    allowed_lateness_seconds=po.allowed_lateness_seconds,
                    idle_seconds=po.idle_seconds, dedup_horizon_seconds=po.dedup_horizon_seconds)
     if r.store.kind == "sqlite":

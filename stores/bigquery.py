@@ -182,7 +182,10 @@ TABLE_SPECS: dict[str, TableSpec] = {s.name: s for s in (
         _req("predicted_log_return", "FLOAT"),
         _req("predicted_price", "FLOAT"),
         _req("model_name", "STRING"),
-        _req("model_version", "STRING"),
+        _req("model_version", "STRING", "version of the model that answered: the integer "
+             "directory name locally, vertex-<deployedModelId> from a Vertex AI endpoint"),
+        _f("role", "STRING", description="champion (the prediction) or challenger; NULL in "
+           "rows written before roles existed means champion"),
     ), "as_of_date", ("instrument_id", "model_name")),
     TableSpec("alerts", "A market alert fired by a rule.", (
         _INSERT_ID,
@@ -259,8 +262,9 @@ def insert_id(record: object) -> str:
     if isinstance(record, BarFlag):
         return f"{record.row_key}/{record.source}/{record.flag}"
     if isinstance(record, Prediction):
-        return (f"{record.instrument_id}/{record.as_of_date:%Y%m%d}/{record.model_name}/"
-                f"{record.model_version}")
+        pid = (f"{record.instrument_id}/{record.as_of_date:%Y%m%d}/{record.model_name}/"
+               f"{record.model_version}")
+        return pid if record.role == "champion" else f"{pid}/{record.role}"
     if isinstance(record, AlertEvent):
         return record.alert_id
     if isinstance(record, DeadLetter):
@@ -323,7 +327,7 @@ def to_bq_row(record: object) -> tuple[str, dict[str, Any]]:
             "target_date": p.target_date.isoformat(), "base_price": _num(p.base_price),
             "predicted_log_return": _num(p.predicted_log_return),
             "predicted_price": _num(p.predicted_price), "model_name": p.model_name,
-            "model_version": str(p.model_version)}
+            "model_version": str(p.model_version), "role": p.role}
     if isinstance(record, AlertEvent):
         a = record
         return "alerts", {

@@ -21,7 +21,8 @@ tables and a key that spreads load, which the instrument prefix does):
   currency event_id event_time session_date`` — prefixed by source, so two sources' bars for the
   same session never overwrite each other; family ``flag``, qualifier ``{source}:{flag}``, value
   the flag's detail;
-* prediction rows, key ``rowkeys.prediction_key`` (``XNAS:AAPL#pred#1d#20180207``): family
+* prediction rows, key ``rowkeys.prediction_key`` (``XNAS:AAPL#pred#1d#20180207`` for the
+  champion, ``…#20180207#challenger`` for a challenger, so the two never share a row): family
   ``pred``, qualifiers ``{model_name}:{model_version}:{field}`` for ``source as_of_date
   as_of_time target_date base_price predicted_log_return predicted_price``;
 * the latest quote, key ``rowkeys.latest_key`` (``XNAS:AAPL#latest``): family ``quote``,
@@ -296,7 +297,7 @@ def _flag_row(f: BarFlag):
 def _prediction_row(p: Prediction):
     _check_name("model name", p.model_name)
     _check_name("model version", p.model_version)
-    row = _row(rowkeys.prediction_key(p.instrument_id, "1d", p.as_of_date))
+    row = _row(rowkeys.prediction_key(p.instrument_id, "1d", p.as_of_date, p.role))
     ts = cell_timestamp(p.as_of_time)
     values = {"source": p.source, "as_of_date": p.as_of_date, "as_of_time": p.as_of_time,
               "target_date": p.target_date, "base_price": p.base_price,
@@ -458,7 +459,9 @@ def _bar_rows_of(row, source: str | None) -> list[BarRow]:
 
 
 def _predictions_of(row) -> list[Prediction]:
-    instrument_id = row.row_key.decode().split(rowkeys.SEP)[0]
+    key = row.row_key.decode()
+    instrument_id = key.split(rowkeys.SEP)[0]
+    role = rowkeys.prediction_role(key)
     preds = _by_prefix(_newest(row, "pred"), nparts=3)
     out = []
     for model_version in sorted(preds):
@@ -467,7 +470,7 @@ def _predictions_of(row) -> list[Prediction]:
         out.append(Prediction(instrument_id, _text(p.get("source")), _date(p.get("as_of_date")),
                               _time(p.get("as_of_time")), _date(p.get("target_date")),
                               _float(p.get("base_price")), _float(p.get("predicted_log_return")),
-                              _float(p.get("predicted_price")), model_name, version))
+                              _float(p.get("predicted_price")), model_name, version, role))
     return out
 
 
@@ -665,13 +668,20 @@ class BigtableServingStore:
         return out[:limit]
 
     def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
-                        end: dt.date | None = None, limit: int = 10_000) -> list[PredictionRow]:
+                        end: dt.date | None = None, limit: int = 10_000,
+                        role: str | None = "champion") -> list[PredictionRow]:
+        """Predictions by as-of date in time order (a key-range scan; a challenger's row sorts
+        right after the champion's of the same session).
+
+        Args:
+            role: ``champion`` (default: "the" predictions), ``challenger``, or None for both.
+        """
         lo = rowkeys.prediction_key(instrument_id, "1d", start or dt.date(1, 1, 1))
         hi = rowkeys.prediction_key(instrument_id, "1d", end or dt.date(9999, 12, 31))
         out: list[Prediction] = []
         for row in self._tables[PRICES].read_rows(start_key=lo.encode(), end_key=_after(hi),
-                                                  limit=limit, filter_=self._filter("pred")):
-            out.extend(_predictions_of(row))
+                                                  filter_=self._filter("pred")):
+            out.extend(p for p in _predictions_of(row) if role is None or p.role == role)
             if len(out) >= limit:
                 break
         return out[:limit]

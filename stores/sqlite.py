@@ -191,7 +191,7 @@ class SqliteServingStore:
             elif isinstance(r, BarFlag):
                 flags.append((r.row_key, r.source, r.flag, r.detail))
             elif isinstance(r, Prediction):
-                preds.append((rowkeys.prediction_key(r.instrument_id, "1d", r.as_of_date),
+                preds.append((rowkeys.prediction_key(r.instrument_id, "1d", r.as_of_date, r.role),
                               r.model_name, r.model_version, r.instrument_id, r.source,
                               r.as_of_date.isoformat(), _ts(r.as_of_time),
                               r.target_date.isoformat(), r.base_price, r.predicted_log_return,
@@ -284,17 +284,31 @@ class SqliteServingStore:
                 for r in self._conn().execute(sql, params)]
 
     def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
-                        end: dt.date | None = None, limit: int = 10_000) -> list[PredictionRow]:
+                        end: dt.date | None = None, limit: int = 10_000,
+                        role: str | None = "champion") -> list[PredictionRow]:
+        """Predictions by as-of date in time order (then role, model name and version).
+
+        Args:
+            role: ``champion`` (default: "the" predictions), ``challenger``, or None for both.
+        """
         lo = rowkeys.prediction_key(instrument_id, "1d", start or dt.date(1, 1, 1))
         hi = rowkeys.prediction_key(instrument_id, "1d", end or dt.date(9999, 12, 31))
         lo, hi = rowkeys.scan_range(lo, hi)
         rows = self._conn().execute(
             "SELECT instrument_id, source, as_of_date, as_of_time, target_date, base_price, "
-            "predicted_log_return, predicted_price, model_name, model_version FROM predictions "
-            "WHERE row_key >= ? AND row_key < ? ORDER BY row_key, model_name, model_version "
-            "LIMIT ?", (lo, hi, limit))
-        return [PredictionRow(r[0], r[1], dt.date.fromisoformat(r[2]), _parse_ts(r[3]),
-                              dt.date.fromisoformat(r[4]), *r[5:]) for r in rows]
+            "predicted_log_return, predicted_price, model_name, model_version, row_key "
+            "FROM predictions WHERE row_key >= ? AND row_key < ? "
+            "ORDER BY row_key, model_name, model_version", (lo, hi))
+        out: list[PredictionRow] = []
+        for r in rows:
+            row_role = rowkeys.prediction_role(r[10])
+            if role is not None and row_role != role:
+                continue
+            out.append(PredictionRow(r[0], r[1], dt.date.fromisoformat(r[2]), _parse_ts(r[3]),
+                                     dt.date.fromisoformat(r[4]), *r[5:10], role=row_role))
+            if len(out) >= limit:
+                break
+        return out
 
     def get_alerts(self, *, instrument_id: str | None = None, since: dt.datetime | None = None,
                    limit: int = 1_000) -> list[AlertEvent]:

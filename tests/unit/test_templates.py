@@ -75,6 +75,22 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
     "idle_seconds": (["5"], ["five"]),
     "inference_min_batch_size": (["32"], ["0", "3.5"]),
     "inference_max_batch_size": (["1024"], ["-1"]),
+    "inference_max_batch_duration_secs": (["1", "10"], ["0", "0.5", "abc"]),
+    "model_handler": (["local", "vertex"], ["Vertex", "tf", ""]),
+    "vertex_endpoint_id": (["1234567890"], ["endpoints/123", "abc", ""]),
+    "vertex_project": (["my-project", "example.com:my-project"], ["My-Project", "p"]),
+    "vertex_location": (["us-central1", "europe-west4", "asia-northeast1"],
+                        ["global", "US-central1", "us central1"]),
+    "vertex_network": (["projects/12345/global/networks/my-vpc"],
+                       ["my-vpc", "projects/my-project/global/networks/my-vpc"]),
+    "vertex_api_endpoint": (["us-central1-aiplatform.googleapis.com", "http://127.0.0.1:8080"],
+                            ["ftp://host", "host/path", ""]),
+    "vertex_num_retries": (["5", "0"], ["-1", "two"]),
+    "vertex_fallback": (["true", "false"], ["True", "yes", ""]),
+    "model_watch_interval_seconds": (["60", "0", "2.5"], ["-1", "1m"]),
+    "challenger_model_version": (["2"], ["v2", ""]),
+    "challenger_model_dir": (["/template/models/lstm_daily"], ["gs://bucket/models", "models"]),
+    "challenger_share": (["0.1", "0", "1", "1.0"], ["1.5", "-0.1", "10%", ""]),
 }
 
 
