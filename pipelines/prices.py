@@ -103,6 +103,10 @@ class PriceOptions(PipelineOptions):
         parser.add_argument("--vertex_num_retries", type=int, default=5,
                             help="Retries of a 429/5xx answer (exponential backoff from 5 s) "
                                  "before the local fallback answers. Default: 5.")
+        parser.add_argument("--vertex_send_last_price", default="true", choices=["true", "false"],
+                            help="'true': each instance is {windows, last_price}, the inputs of "
+                                 "the TFX export's serving_default; 'false': {windows} only (a "
+                                 "model saved by models.registry). Default: true.")
         parser.add_argument("--vertex_fallback", default="true", choices=["true", "false"],
                             help="'true': the local model answers batches the endpoint failed "
                                  "with 429/5xx (counted as fallback_predictions); 'false': they "
@@ -312,7 +316,8 @@ def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streami
         out["vertex"] = VertexEndpoint(
             po.vertex_endpoint_id, project, po.vertex_location, network=po.vertex_network,
             private=po.vertex_network is not None, api_endpoint=po.vertex_api_endpoint,
-            num_retries=po.vertex_num_retries)
+            num_retries=po.vertex_num_retries,
+            send_last_price=po.vertex_send_last_price == "true")
         out["vertex_fallback"] = po.vertex_fallback == "true"
     if not 0.0 <= po.challenger_share <= 1.0:
         raise ValueError(f"--challenger_share must be in 0..1, got {po.challenger_share}")

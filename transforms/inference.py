@@ -10,11 +10,13 @@ Model handlers (chosen by ``PredictNextReturn(..., vertex=...)``, i.e. ``--model
   (``models.registry``) taking raw windows ``[batch, N, F]`` (normalization is inside the model)
   and returning the next session's log return ``[batch, 1]``.
 * **vertex**: ``KeyedModelHandler(VertexAIModelHandlerJSON)`` on an endpoint. Each instance is
-  the JSON object ``{"windows": [[f_1 .. f_F] x N]}`` (the raw window as nested lists, the
-  serving signature's ``windows`` input in TF Serving's row format; ``last_price`` is optional
-  in the exported signature and not sent, so the answer is the log return). A prediction may be
-  a number, a one-element list, or an object with ``predicted_log_return`` (TF Serving's answer
-  for a signature with several outputs). ``PredictionResult.model_id`` is the endpoint's
+  the JSON object ``{"windows": [[f_1 .. f_F] x N], "last_price": base_price}`` in TF Serving's
+  row format: the inputs of the ``serving_default`` signature the TFX Trainer exports
+  (``tfx_pipelines.trainer``: raw windows plus the last feature price, both required). For a
+  model saved by ``models.registry.save_version`` (``windows`` only) set
+  ``VertexEndpoint.send_last_price=False``. A prediction may be a number, a one-element list, or
+  an object with ``predicted_log_return`` (TF Serving's answer for a signature with several
+  outputs, as the TFX export has). ``PredictionResult.model_id`` is the endpoint's
   ``deployedModelId``; predictions record it as version ``vertex-<deployedModelId>``.
 
 Failures (``RunInference.with_exception_handling()``; the stream goes on):
@@ -98,6 +100,7 @@ class VertexEndpoint:
         num_retries: retries of a 429/5xx answer before the batch fails (then the fallback).
         throttle_delay_secs: client-side throttling delay (Beam's ``RemoteModelHandler``).
         credentials: ``google.auth`` credentials; None: Application Default Credentials.
+        send_last_price: include ``last_price`` in each instance (the TFX export requires it).
     """
 
     endpoint_id: str
@@ -110,6 +113,7 @@ class VertexEndpoint:
     num_retries: int = 5
     throttle_delay_secs: int = 5
     credentials: Any = None
+    send_last_price: bool = True
 
     def client_config(self) -> dict[str, Any]:
         """Keyword arguments for ``aiplatform.init`` beyond what Beam's handler passes."""
@@ -362,8 +366,8 @@ class _RouteFailedVertexBatchFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.DEAD_LETTER, dl)
 
 
-def _to_vertex_instance(element: tuple[PredictionContext, np.ndarray]):
-    """``(ctx, window)`` → ``(ctx, {"windows": nested lists})``.
+def _to_vertex_instance(element: tuple[PredictionContext, np.ndarray], send_last_price: bool):
+    """``(ctx, window)`` → ``(ctx, {"windows": nested lists[, "last_price": base price]})``.
 
     Raises:
         ValueError: for a non-finite window (JSON cannot carry NaN or infinity).
@@ -372,7 +376,10 @@ def _to_vertex_instance(element: tuple[PredictionContext, np.ndarray]):
     arr = np.asarray(window, dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"window has non-finite values (shape {arr.shape})")
-    return ctx, {"windows": arr.tolist()}
+    instance: dict[str, Any] = {"windows": arr.tolist()}
+    if send_last_price:
+        instance["last_price"] = float(ctx.base_price)
+    return ctx, instance
 
 
 def _invalid_window_to_dead_letter(failure, origin: str):
@@ -485,7 +492,7 @@ class PredictNextReturn(beam.PTransform):
         v = self._vertex
         origin = f"vertex:{v.project}/{v.location}/{v.endpoint_id}"
         instances, invalid = windows | "ToVertexInstances" >> beam.Map(
-            _to_vertex_instance).with_exception_handling(exc_class=ValueError)
+            _to_vertex_instance, v.send_last_price).with_exception_handling(exc_class=ValueError)
         main, other = instances | "RunInference" >> RunInference(
             KeyedModelHandler(_vertex_handler(v, self._batching))).with_exception_handling()
         out = main | "ToPrediction" >> beam.ParDo(

@@ -87,6 +87,7 @@ EXAMPLES: dict[str, tuple[list[str], list[str]]] = {
                             ["ftp://host", "host/path", ""]),
     "vertex_num_retries": (["5", "0"], ["-1", "two"]),
     "vertex_fallback": (["true", "false"], ["True", "yes", ""]),
+    "vertex_send_last_price": (["true", "false"], ["1", ""]),
     "model_watch_interval_seconds": (["60", "0", "2.5"], ["-1", "1m"]),
     "challenger_model_version": (["2"], ["v2", ""]),
     "challenger_model_dir": (["/template/models/lstm_daily"], ["gs://bucket/models", "models"]),
