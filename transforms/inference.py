@@ -68,11 +68,15 @@ from transforms import progress
 from transforms.ordering import PredictionContext
 
 __all__ = ["PredictNextReturn", "InferenceResult", "VertexEndpoint", "HotSwapModelHandler",
+           "VERTEX_MAX_BATCH_SIZE",
            "in_challenger_share", "latest_version_dir", "STEP", "VERTEX_VERSION_PREFIX"]
 
 STEP = "RunInference"
 VERTEX_VERSION_PREFIX = "vertex-"
 """Prefix of ``Prediction.model_version`` for answers from a Vertex AI endpoint."""
+VERTEX_MAX_BATCH_SIZE = 256
+"""Largest Vertex request batch: one instance is ~3.6 KB of JSON (measured on real 20x8
+windows), and a public endpoint takes at most 1.5 MB per request (~418 instances)."""
 _NS = "PredictNextReturn"
 _METADATA_FILE = "miraikakaku_model.json"  # models.registry.METADATA_FILE (no TF import here)
 
@@ -493,8 +497,11 @@ class PredictNextReturn(beam.PTransform):
         origin = f"vertex:{v.project}/{v.location}/{v.endpoint_id}"
         instances, invalid = windows | "ToVertexInstances" >> beam.Map(
             _to_vertex_instance, v.send_last_price).with_exception_handling(exc_class=ValueError)
+        batching = dict(self._batching)
+        batching["max_batch_size"] = min(batching["max_batch_size"], VERTEX_MAX_BATCH_SIZE)
+        batching["min_batch_size"] = min(batching["min_batch_size"], batching["max_batch_size"])
         main, other = instances | "RunInference" >> RunInference(
-            KeyedModelHandler(_vertex_handler(v, self._batching))).with_exception_handling()
+            KeyedModelHandler(_vertex_handler(v, batching))).with_exception_handling()
         out = main | "ToPrediction" >> beam.ParDo(
             _ToPredictionFn(self._name, "champion")).with_outputs(
                 _ToPredictionFn.DEAD_LETTER, main="predictions")
