@@ -149,11 +149,7 @@ class _TrackFn(beam.DoFn):
         _, (kind, item) = element
         if kind == _PRED and not plausible_target(item):
             self._implausible.inc()
-            yield beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
-                STEP, UNMATCHED_IMPLAUSIBLE_TARGET,
-                f"target {item.target_date} is not 1-{MAX_TARGET_GAP_DAYS} days after as-of "
-                f"{item.as_of_date}", prediction_payload(item),
-                f"{item.model_name}:{item.model_version}", item.as_of_time))
+            yield beam.pvalue.TaggedOutput(self.UNMATCHED, _implausible(item))
             return
         if not armed.read():
             day = item.session_date if kind == _BAR else item.target_date
@@ -194,6 +190,58 @@ class _TrackFn(beam.DoFn):
         armed.clear()
 
 
+class _MatchSessionFn(beam.DoFn):
+    """Bounded input: one ``GroupByKey`` group per session key, matched at once (the state and
+    timers of ``_TrackFn`` give the same result on bounded input, only slower)."""
+
+    def __init__(self) -> None:
+        self._outcomes = Metrics.counter(STEP, "outcomes")
+        self._expired = Metrics.counter(STEP, f"unmatched:{UNMATCHED_NO_REALIZED_BAR}")
+        self._implausible = Metrics.counter(STEP, f"unmatched:{UNMATCHED_IMPLAUSIBLE_TARGET}")
+        self._bad = Metrics.counter(STEP, "bad_prices")
+
+    def process(self, element):
+        _, items = element
+        bars: dict[str, _RealizedBar] = {}
+        preds: list[Prediction] = []
+        for kind, item in items:
+            if kind == _BAR:
+                bars.setdefault(item.source, item)
+            else:
+                preds.append(item)
+        for p in preds:
+            if not plausible_target(p):
+                self._implausible.inc()
+                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, _implausible(p))
+                continue
+            bar = bars.get(p.source)
+            if bar is None:
+                self._expired.inc()
+                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, DeadLetter(
+                    STEP, UNMATCHED_NO_REALIZED_BAR,
+                    f"no {p.source} bar of {p.instrument_id} on {p.target_date} in the input "
+                    f"(bars of that session from: {', '.join(sorted(bars)) or 'none'})",
+                    prediction_payload(p), f"{p.model_name}:{p.model_version}", p.as_of_time))
+                continue
+            try:
+                outcome = make_outcome(p, bar.price, bar.currency)
+            except ValueError as e:
+                self._bad.inc()
+                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, DeadLetter(
+                    STEP, "bad_price", str(e)[:500], prediction_payload(p),
+                    f"{p.model_name}:{p.model_version}", p.as_of_time))
+                continue
+            self._outcomes.inc()
+            yield outcome
+
+
+def _implausible(p: Prediction) -> DeadLetter:
+    return DeadLetter(STEP, UNMATCHED_IMPLAUSIBLE_TARGET,
+                      f"target {p.target_date} is not 1-{MAX_TARGET_GAP_DAYS} days after as-of "
+                      f"{p.as_of_date}", prediction_payload(p),
+                      f"{p.model_name}:{p.model_version}", p.as_of_time)
+
+
 class TrackPredictions(beam.PTransform):
     """``(predictions, bars)`` → ``TrackingResult(outcomes, performance, unmatched)``.
 
@@ -206,16 +254,22 @@ class TrackPredictions(beam.PTransform):
     Args:
         horizon_days: calendar days past the target day that a prediction (and a bar) stays in
             state; default ``DEFAULT_HORIZON_DAYS``.
+        bounded: the inputs are bounded (a batch run): match each session's group after a
+            ``GroupByKey`` instead of holding state with timers. Same outputs (at the end of
+            bounded input the stateful step dead-letters whatever is left, exactly what the
+            grouped match does), several times faster on the DirectRunner.
 
     Raises:
         ValueError: if ``horizon_days`` is negative.
     """
 
-    def __init__(self, horizon_days: int = DEFAULT_HORIZON_DAYS) -> None:
+    def __init__(self, horizon_days: int = DEFAULT_HORIZON_DAYS, *, bounded: bool = False
+                 ) -> None:
         super().__init__()
         if horizon_days < 0:
             raise ValueError(f"horizon_days must be >= 0, got {horizon_days}")
         self._horizon = int(horizon_days)
+        self._bounded = bool(bounded)
 
     def expand(self, inputs):
         predictions, bars = inputs
@@ -224,9 +278,14 @@ class TrackPredictions(beam.PTransform):
         keyed_b = (bars | "GlobalWindowBars" >> beam.WindowInto(GlobalWindows())
                    | "SelectDailyBars" >> beam.Filter(lambda e: e.interval == "1d")
                    | "KeyBars" >> beam.Map(_key_bar))
-        tracked = ((keyed_p, keyed_b) | "FlattenKeyed" >> beam.Flatten()
-                   | "MatchRealizedBars" >> beam.ParDo(_TrackFn(self._horizon)).with_outputs(
-                       _TrackFn.UNMATCHED, main="outcomes"))
+        keyed = (keyed_p, keyed_b) | "FlattenKeyed" >> beam.Flatten()
+        if self._bounded:
+            tracked = (keyed | "GroupBySession" >> beam.GroupByKey()
+                       | "MatchSessions" >> beam.ParDo(_MatchSessionFn()).with_outputs(
+                           _TrackFn.UNMATCHED, main="outcomes"))
+        else:
+            tracked = keyed | "MatchRealizedBars" >> beam.ParDo(
+                _TrackFn(self._horizon)).with_outputs(_TrackFn.UNMATCHED, main="outcomes")
         performance = tracked.outcomes | "ToPerformanceRows" >> beam.Map(_performance_row)
         return TrackingResult(tracked.outcomes, performance, tracked[_TrackFn.UNMATCHED])
 

@@ -2,9 +2,10 @@
 7203.T from chart0 and mlbot).
 
 The stream's outcomes must equal the batch join's (``match_predictions``) on the same input,
-whatever the arrival order; a prediction whose realized bar is missing is dead-lettered (never
-dropped); and with ``TestStream`` a prediction that arrives before its bar waits in state and a
-prediction whose bar never comes leaves state when the watermark passes the horizon.
+whatever the arrival order, with state and timers and with the bounded ``GroupByKey`` path; a
+prediction whose realized bar is missing is dead-lettered (never dropped); and with
+``TestStream`` a prediction that arrives before its bar waits in state and a prediction whose
+bar never comes leaves state when the watermark passes the horizon.
 Run: ``pytest tests/pipeline/test_tracking.py -q``.
 """
 
@@ -44,7 +45,8 @@ def _stamp(x):
     return TimestampedValue(x, t.timestamp())
 
 
-def test_stream_outcomes_equal_the_batch_join(events):
+@pytest.mark.parametrize("bounded", [False, True], ids=["state-and-timers", "group-by-key"])
+def test_stream_outcomes_equal_the_batch_join(events, bounded):
     preds = (momentum_predictions(events, "XNAS:AAPL", "sp500_5yr", 200)
              + momentum_predictions(events, "XNAS:MSFT", "sp500_5yr", 50, version="8")
              + momentum_predictions(events, "XTKS:7203", "chart0", 120))
@@ -60,7 +62,7 @@ def test_stream_outcomes_equal_the_batch_join(events):
     with TestPipeline() as p:
         result = (p | "Predictions" >> beam.Create(preds) | "StampP" >> beam.Map(_stamp),
                   p | "Bars" >> beam.Create(bars) | "StampB" >> beam.Map(_stamp)
-                  ) | TrackPredictions(horizon_days=5)
+                  ) | TrackPredictions(horizon_days=5, bounded=bounded)
         assert_that(result.outcomes, equal_to(expected.outcomes), label="Outcomes")
         assert_that(result.performance,
                     equal_to([ModelPerformance.from_outcomes([o]) for o in expected.outcomes]),
