@@ -148,7 +148,8 @@ def test_registry_version_without_rows_and_errors(client):
             ("/v1/models/1/performance", {"instrument": "ZZZZ"}, 404, "not_found"),
             ("/v1/models/1/performance", {"start": "2018-02-01", "end": "2018-01-01"}, 422,
              "invalid_request"),
-            ("/v1/models/abc/performance", {}, 422, "invalid_request")):
+            ("/v1/models/vertex-123/performance", {}, 404, "not_found"),
+            ("/v1/models/a$b/performance", {}, 422, "invalid_request")):
         resp = client.get(path, params=params)
         assert resp.status_code == status, (path, params, resp.text)
         assert resp.json()["error"]["code"] == code

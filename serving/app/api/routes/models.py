@@ -49,7 +49,10 @@ ModelNameQuery = Annotated[
     str | None,
     Query(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
           description="Model name; default: the configured model (`lstm_daily`).")]
-VersionPath = Annotated[str, Path(pattern=r"^[0-9]{1,18}$", description="Model version.",
+VersionPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+                                  description="Model version: the registry's integer version, or "
+                                              "`vertex-<deployedModelId>` for predictions a "
+                                              "Vertex AI endpoint answered.",
                                   examples=["1"])]
 
 
