@@ -54,6 +54,8 @@ class SessionCalendar:
         start = max(earliest, bound) if bound is not None else earliest
         cal = xcals.get_calendar(name, start=start, end=_END)
         self.tz = zoneinfo.ZoneInfo(str(cal.tz))
+        self.start: dt.date = start.date()
+        """First date the calendar knows (sessions and holidays): XTKS 1997-01-01."""
         self.first_session: dt.date = cal.first_session.date()
         self.last_session: dt.date = cal.last_session.date()
         closes = cal.schedule["close"]
@@ -122,13 +124,20 @@ class SessionCalendar:
         return pos - 0.5
 
     def next_session(self, day: dt.date) -> dt.date:
-        """The first session strictly after ``day`` (past the calendar's end: the next weekday)."""
-        pos = bisect.bisect_right(self._sessions, day)
-        if pos < len(self._sessions):
-            return self._sessions[pos]
+        """The first session strictly after ``day``.
+
+        Outside the calendar's range (before the first date it knows, ``start``: XTKS before
+        1997-01-01; or past its end) the next weekday stands in, as ``ordinal`` counts business
+        days there.
+        """
         nxt = day + dt.timedelta(days=1)
         while nxt.weekday() >= 5:
             nxt += dt.timedelta(days=1)
+        if nxt < self.start:
+            return nxt
+        pos = bisect.bisect_right(self._sessions, day)
+        if pos < len(self._sessions):
+            return self._sessions[pos]
         return nxt
 
 

@@ -207,17 +207,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from miraikakaku.settings import get_settings
 
     settings = get_settings()
-    print(f"[1/2] training a first LSTM model on {', '.join(map(str, settings.default_inputs))}")
+    print(f"[1/3] training a first LSTM model on {', '.join(map(str, settings.default_inputs))}")
     rc = _cmd_train(argparse.Namespace(input=None, epochs=args.epochs, units=32,
                                        max_examples=args.max_examples))
     if rc:
         return rc
-    print("[2/2] running the pipeline (DirectRunner) into the embedded store")
+    print("[2/3] running the pipeline (DirectRunner) into the embedded store")
     rc = _cmd_run([] if args.progress else ["--no-progress"])
+    if rc:
+        return rc
+    print("[3/3] scoring the stored predictions against the realized bars (miraikakaku track)")
+    rc = _cmd_track(argparse.Namespace(store=None, instrument=None))
     print(f"\nNext: `miraikakaku serve` (or `make serve`), then open "
           f"http://{settings.api_host}:{settings.api_port}/docs — e.g. "
           f"/v1/symbols/AAPL/quote, /v1/symbols/7203.T/bars?start=2018-01-01, "
-          f"/v1/symbols/AAPL/predictions")
+          f"/v1/symbols/AAPL/predictions, /v1/models; `miraikakaku evaluate` writes the model "
+          f"quality report (LSTM against the last-value and moving-average baselines)")
     return rc
 
 

@@ -111,6 +111,10 @@ def test_calendars_on_real_dates():
     assert tse.session_close(dt.date(1990, 1, 4))[1] == ("calendar_estimated",)
     assert tse.ordinal(dt.date(2018, 1, 4)) - tse.ordinal(dt.date(2017, 12, 29)) == 1
     assert nyse.next_session(dt.date(2018, 2, 9)) == dt.date(2018, 2, 12)
+    # before the XTKS calendar's first session (1997): the next weekday, not 1997's first session
+    assert tse.next_session(dt.date(1990, 1, 5)) == dt.date(1990, 1, 8)
+    assert tse.next_session(dt.date(1996, 12, 27)) == dt.date(1996, 12, 30)
+    assert tse.next_session(dt.date(1996, 12, 31)) == tse.first_session
 
 
 def test_intraday_and_trade_keys():
