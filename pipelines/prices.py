@@ -50,6 +50,10 @@ from transforms.validation import ValidateEvents
 
 __all__ = ["PriceOptions", "RunSummary", "build_pipeline", "run"]
 
+TRACKING_GRACE_SECONDS = 600.0
+"""Wall-clock seconds a session's tracking state outlives its event-time horizon, so a replay of
+history (watermark far ahead of the events) still matches each prediction with its bar."""
+
 
 class PriceOptions(PipelineOptions):
     """Options of the price pipeline (each also a flex-template parameter later)."""
@@ -410,7 +414,8 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
             # the predictions themselves are already stored.
             from transforms.tracking import TrackPredictions
 
-            tracked = (inferred.predictions, daily) | "TrackPredictions" >> TrackPredictions()
+            tracked = (inferred.predictions, daily) | "TrackPredictions" >> TrackPredictions(
+                grace_seconds=TRACKING_GRACE_SECONDS)
             outputs.append(tracked.performance)
     records = tuple(outputs) | "FlattenRecords" >> beam.Flatten()
     if r.store.kind == "sqlite":

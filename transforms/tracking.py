@@ -115,7 +115,10 @@ class _TrackFn(beam.DoFn):
 
     State per key: the bars of that session (one per source) and the predictions waiting for
     one of them; one event-time timer at the end of the session day plus the horizon clears
-    both and dead-letters the predictions still waiting.
+    both and dead-letters the predictions still waiting. With ``grace_seconds > 0`` that timer
+    only starts a processing-time grace period and the clearing happens when it ends: a replay
+    of history through Pub/Sub has a wall-clock watermark (years past the events), so the
+    event-time timer fires as soon as a key is armed, before the prediction meets its bar.
     """
 
     PENDING = BagStateSpec("pending", PickleCoder())
@@ -146,6 +149,14 @@ class _TrackFn(beam.DoFn):
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
                 bars=beam.DoFn.StateParam(BARS), armed=beam.DoFn.StateParam(ARMED),
                 timer=beam.DoFn.TimerParam(EXPIRY)):
+        yield from self._process(element, pending, bars, armed, timer)
+
+    @on_timer(EXPIRY)
+    def expire(self, pending=beam.DoFn.StateParam(PENDING), bars=beam.DoFn.StateParam(BARS),
+               armed=beam.DoFn.StateParam(ARMED)):
+        yield from self._clear(pending, bars, armed)
+
+    def _process(self, element, pending, bars, armed, timer):
         _, (kind, item) = element
         if kind == _PRED and not plausible_target(item):
             self._implausible.inc()
@@ -174,9 +185,7 @@ class _TrackFn(beam.DoFn):
         pending.add(p)
         self._pending.inc()
 
-    @on_timer(EXPIRY)
-    def expire(self, pending=beam.DoFn.StateParam(PENDING), bars=beam.DoFn.StateParam(BARS),
-               armed=beam.DoFn.StateParam(ARMED)):
+    def _clear(self, pending, bars, armed):
         others = sorted({b.source for b in bars.read()})
         for p in pending.read():
             self._expired.inc()
@@ -188,6 +197,39 @@ class _TrackFn(beam.DoFn):
         pending.clear()
         bars.clear()
         armed.clear()
+
+
+class _TrackWithGraceFn(_TrackFn):
+    """``_TrackFn`` whose event-time expiry starts a processing-time grace period; the state is
+    cleared (and waiting predictions dead-lettered) when the grace period ends.
+
+    Its own timer specs (Beam binds one callback per spec) and a separate class because the
+    DirectRunner mishandles a processing-time timer on bounded input (outputs after a downstream
+    GroupByKey completed), so only streaming runs get it.
+    """
+
+    GRACE_EXPIRY = TimerSpec("grace_expiry", TimeDomain.WATERMARK)
+    CLEANUP = TimerSpec("cleanup", TimeDomain.REAL_TIME)
+
+    def __init__(self, horizon_days: int, grace_seconds: float) -> None:
+        super().__init__(horizon_days)
+        self._grace = float(grace_seconds)
+
+    def process(self, element, pending=beam.DoFn.StateParam(_TrackFn.PENDING),
+                bars=beam.DoFn.StateParam(_TrackFn.BARS),
+                armed=beam.DoFn.StateParam(_TrackFn.ARMED),
+                timer=beam.DoFn.TimerParam(GRACE_EXPIRY)):
+        yield from self._process(element, pending, bars, armed, timer)
+
+    @on_timer(GRACE_EXPIRY)
+    def start_grace(self, cleanup=beam.DoFn.TimerParam(CLEANUP)):
+        cleanup.set(Timestamp.now() + self._grace)
+
+    @on_timer(CLEANUP)
+    def clean_up(self, pending=beam.DoFn.StateParam(_TrackFn.PENDING),
+                 bars=beam.DoFn.StateParam(_TrackFn.BARS),
+                 armed=beam.DoFn.StateParam(_TrackFn.ARMED)):
+        yield from self._clear(pending, bars, armed)
 
 
 class _MatchSessionFn(beam.DoFn):
@@ -258,18 +300,22 @@ class TrackPredictions(beam.PTransform):
             ``GroupByKey`` instead of holding state with timers. Same outputs (at the end of
             bounded input the stateful step dead-letters whatever is left, exactly what the
             grouped match does), several times faster on the DirectRunner.
+        grace_seconds: processing time a session's state outlives its event-time expiry
+            (0: none). Streaming runs that may replay history need it: their watermark can be
+            far ahead of the events' times (see ``_TrackFn``).
 
     Raises:
         ValueError: if ``horizon_days`` is negative.
     """
 
-    def __init__(self, horizon_days: int = DEFAULT_HORIZON_DAYS, *, bounded: bool = False
-                 ) -> None:
+    def __init__(self, horizon_days: int = DEFAULT_HORIZON_DAYS, *, bounded: bool = False,
+                 grace_seconds: float = 0.0) -> None:
         super().__init__()
         if horizon_days < 0:
             raise ValueError(f"horizon_days must be >= 0, got {horizon_days}")
         self._horizon = int(horizon_days)
         self._bounded = bool(bounded)
+        self._grace = float(grace_seconds)
 
     def expand(self, inputs):
         predictions, bars = inputs
@@ -284,8 +330,10 @@ class TrackPredictions(beam.PTransform):
                        | "MatchSessions" >> beam.ParDo(_MatchSessionFn()).with_outputs(
                            _TrackFn.UNMATCHED, main="outcomes"))
         else:
-            tracked = keyed | "MatchRealizedBars" >> beam.ParDo(
-                _TrackFn(self._horizon)).with_outputs(_TrackFn.UNMATCHED, main="outcomes")
+            fn = (_TrackWithGraceFn(self._horizon, self._grace) if self._grace > 0
+                  else _TrackFn(self._horizon))
+            tracked = keyed | "MatchRealizedBars" >> beam.ParDo(fn).with_outputs(
+                    _TrackFn.UNMATCHED, main="outcomes")
         performance = tracked.outcomes | "ToPerformanceRows" >> beam.Map(_performance_row)
         return TrackingResult(tracked.outcomes, performance, tracked[_TrackFn.UNMATCHED])
 

@@ -35,6 +35,18 @@ def _wait_predictions(handle, n: int, timeout: float = 600):
                          f"{handle.summary()}")
 
 
+def _wait_performance(store, version: str, n: int, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    rows = []
+    while time.monotonic() < deadline:
+        rows = store.get_model_performance("lstm_daily", version, instrument_id="XNYS:IBM")
+        if len(rows) >= n:
+            assert len(rows) == n, len(rows)
+            return rows
+        time.sleep(2)
+    raise AssertionError(f"only {len(rows)} of {n} model_performance rows in the stream")
+
+
 def test_restart_warm_starts_and_republishing_adds_no_rows(pubsub_emulator, bigtable_emulator,
                                                           tmp_path):
     header, rows = read_rows(SP500, {"IBM"})
@@ -65,8 +77,17 @@ def test_restart_warm_starts_and_republishing_adds_no_rows(pubsub_emulator, bigt
     first = run(argv, settings=settings)
     try:
         _wait_predictions(first, len(part_a) - WARMUP)
+        # in-stream tracking: every prediction but the last met its target session's bar
+        performance = _wait_performance(store, mv.version, len(part_a) - WARMUP - 1)
     finally:
         first.cancel()
+    preds = {p.target_date: p for p in store.get_predictions("XNYS:IBM")}
+    closes = {b.session_date: (b.adj_close or b.close) for b in store.get_bars("XNYS:IBM")}
+    for row in performance:
+        assert row.n == 1 and row.target_date in preds
+        realized = closes[row.target_date]
+        assert row.mae == pytest.approx(abs(preds[row.target_date].predicted_price - realized))
+        assert row.mape == pytest.approx(100 * row.mae / realized)
     before = {p.as_of_date: p.predicted_log_return for p in store.get_predictions("XNYS:IBM")}
     assert len(before) == len(part_a) - WARMUP
     bars_before = len(store.get_bars("XNYS:IBM"))
