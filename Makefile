@@ -25,8 +25,17 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Benchmarks (never part of `make test`): each writes benchmarks/results/<name>.json, then
+# benchmarks.report writes benchmarks/results/REPORT.md. `make bench BENCH_ARGS=--quick` smoke-runs.
+BENCHMARKS := pipeline_throughput inference streaming_latency api_latency scale_bounded scale_streaming
+BENCH_ARGS ?=
 bench: venv
-	$(BIN)/python -m benchmarks.streaming_latency
+	@rc=0; for b in $(BENCHMARKS); do \
+	  echo "== benchmarks.$$b $(BENCH_ARGS)"; \
+	  $(BIN)/python -m benchmarks.$$b $(BENCH_ARGS) || { echo "benchmarks.$$b failed"; rc=1; }; \
+	done; \
+	$(BIN)/python -m benchmarks.report || rc=1; \
+	exit $$rc
 
 lint: venv
 	$(BIN)/ruff check .
