@@ -281,6 +281,15 @@ def _goals(rows: list[dict], setup: dict) -> tuple[list[dict], list[str]]:
              "aiohttp/uvloop client in a separate process, latency from the scheduled send time",
              "server and load generator share the machine's cores: at high rates part of the "
              "latency is the client's own CPU (send_lag_p99_ms shows how late it sent)"]
+    cpu = {}
+    for r in rows:
+        if r.get("server_cpu_ms_per_req") is not None:
+            cpu.setdefault(r["endpoint"], []).append(
+                f"{r['server_cpu_ms_per_req']} ms at {r['offered_rps']:g}/s")
+    if cpu:
+        notes.append("where the time goes: server CPU per request (one uvicorn process; one core "
+                     "saturates at 1000 / ms requests/s): "
+                     + "; ".join(f"{k}: {', '.join(v)}" for k, v in cpu.items()))
     return goals, notes
 
 
