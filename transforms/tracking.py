@@ -109,28 +109,13 @@ def _key_bar(e: PriceEvent):
         _BAR, _RealizedBar(e.source, e.session_date, bar_feature_price(e), e.currency))
 
 
-class _TrackFn(beam.DoFn):
-    """Keyed by ``{instrument_id}#{YYYYMMDD}`` of the session (the target date of predictions,
-    the session date of bars); elements ``(kind, Prediction | _RealizedBar)``.
+class _MatchFn(beam.DoFn):
+    """What both matching paths share: the counters and the outcome / dead-letter records."""
 
-    State per key: the bars of that session (one per source) and the predictions waiting for
-    one of them; one event-time timer at the end of the session day plus the horizon clears
-    both and dead-letters the predictions still waiting. With ``grace_seconds > 0`` that timer
-    only starts a processing-time grace period and the clearing happens when it ends: a replay
-    of history through Pub/Sub has a wall-clock watermark (years past the events), so the
-    event-time timer fires as soon as a key is armed, before the prediction meets its bar.
-    """
-
-    PENDING = BagStateSpec("pending", PickleCoder())
-    BARS = BagStateSpec("bars", PickleCoder())
-    ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
-    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     UNMATCHED = "unmatched"
 
-    def __init__(self, horizon_days: int) -> None:
-        self._horizon = horizon_days
+    def __init__(self) -> None:
         self._outcomes = Metrics.counter(STEP, "outcomes")
-        self._pending = Metrics.counter(STEP, "pending")
         self._bad = Metrics.counter(STEP, "bad_prices")
         self._expired = Metrics.counter(STEP, f"unmatched:{UNMATCHED_NO_REALIZED_BAR}")
         self._implausible = Metrics.counter(STEP, f"unmatched:{UNMATCHED_IMPLAUSIBLE_TARGET}")
@@ -146,6 +131,41 @@ class _TrackFn(beam.DoFn):
         self._outcomes.inc()
         return [outcome]
 
+    def _no_bar(self, p: Prediction, where: str, sources) -> beam.pvalue.TaggedOutput:
+        self._expired.inc()
+        return beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
+            STEP, UNMATCHED_NO_REALIZED_BAR,
+            f"no {p.source} bar of {p.instrument_id} on {p.target_date} {where} "
+            f"(bars of that session from: {', '.join(sorted(sources)) or 'none'})",
+            prediction_payload(p), f"{p.model_name}:{p.model_version}", p.as_of_time))
+
+    def _reject_implausible(self, p: Prediction) -> beam.pvalue.TaggedOutput:
+        self._implausible.inc()
+        return beam.pvalue.TaggedOutput(self.UNMATCHED, _implausible(p))
+
+
+class _TrackFn(_MatchFn):
+    """Keyed by ``{instrument_id}#{YYYYMMDD}`` of the session (the target date of predictions,
+    the session date of bars); elements ``(kind, Prediction | _RealizedBar)``.
+
+    State per key: the bars of that session (one per source) and the predictions waiting for
+    one of them; one event-time timer at the end of the session day plus the horizon clears
+    both and dead-letters the predictions still waiting. With ``grace_seconds > 0`` that timer
+    only starts a processing-time grace period and the clearing happens when it ends: a replay
+    of history through Pub/Sub has a wall-clock watermark (years past the events), so the
+    event-time timer fires as soon as a key is armed, before the prediction meets its bar.
+    """
+
+    PENDING = BagStateSpec("pending", PickleCoder())
+    BARS = BagStateSpec("bars", PickleCoder())
+    ARMED = ReadModifyWriteStateSpec("armed", PickleCoder())
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon_days: int) -> None:
+        super().__init__()
+        self._horizon = horizon_days
+        self._pending = Metrics.counter(STEP, "pending")
+
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
                 bars=beam.DoFn.StateParam(BARS), armed=beam.DoFn.StateParam(ARMED),
                 timer=beam.DoFn.TimerParam(EXPIRY)):
@@ -159,8 +179,7 @@ class _TrackFn(beam.DoFn):
     def _process(self, element, pending, bars, armed, timer):
         _, (kind, item) = element
         if kind == _PRED and not plausible_target(item):
-            self._implausible.inc()
-            yield beam.pvalue.TaggedOutput(self.UNMATCHED, _implausible(item))
+            yield self._reject_implausible(item)
             return
         if not armed.read():
             day = item.session_date if kind == _BAR else item.target_date
@@ -186,14 +205,9 @@ class _TrackFn(beam.DoFn):
         self._pending.inc()
 
     def _clear(self, pending, bars, armed):
-        others = sorted({b.source for b in bars.read()})
+        others = {b.source for b in bars.read()}
         for p in pending.read():
-            self._expired.inc()
-            yield beam.pvalue.TaggedOutput(self.UNMATCHED, DeadLetter(
-                STEP, UNMATCHED_NO_REALIZED_BAR,
-                f"no {p.source} bar of {p.instrument_id} on {p.target_date} within "
-                f"{self._horizon} days (bars of that session from: {', '.join(others) or 'none'})",
-                prediction_payload(p), f"{p.model_name}:{p.model_version}", p.as_of_time))
+            yield self._no_bar(p, f"within {self._horizon} days", others)
         pending.clear()
         bars.clear()
         armed.clear()
@@ -232,15 +246,9 @@ class _TrackWithGraceFn(_TrackFn):
         yield from self._clear(pending, bars, armed)
 
 
-class _MatchSessionFn(beam.DoFn):
+class _MatchSessionFn(_MatchFn):
     """Bounded input: one ``GroupByKey`` group per session key, matched at once (the state and
     timers of ``_TrackFn`` give the same result on bounded input, only slower)."""
-
-    def __init__(self) -> None:
-        self._outcomes = Metrics.counter(STEP, "outcomes")
-        self._expired = Metrics.counter(STEP, f"unmatched:{UNMATCHED_NO_REALIZED_BAR}")
-        self._implausible = Metrics.counter(STEP, f"unmatched:{UNMATCHED_IMPLAUSIBLE_TARGET}")
-        self._bad = Metrics.counter(STEP, "bad_prices")
 
     def process(self, element):
         _, items = element
@@ -253,28 +261,13 @@ class _MatchSessionFn(beam.DoFn):
                 preds.append(item)
         for p in preds:
             if not plausible_target(p):
-                self._implausible.inc()
-                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, _implausible(p))
+                yield self._reject_implausible(p)
                 continue
             bar = bars.get(p.source)
             if bar is None:
-                self._expired.inc()
-                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, DeadLetter(
-                    STEP, UNMATCHED_NO_REALIZED_BAR,
-                    f"no {p.source} bar of {p.instrument_id} on {p.target_date} in the input "
-                    f"(bars of that session from: {', '.join(sorted(bars)) or 'none'})",
-                    prediction_payload(p), f"{p.model_name}:{p.model_version}", p.as_of_time))
+                yield self._no_bar(p, "in the input", bars)
                 continue
-            try:
-                outcome = make_outcome(p, bar.price, bar.currency)
-            except ValueError as e:
-                self._bad.inc()
-                yield beam.pvalue.TaggedOutput(_TrackFn.UNMATCHED, DeadLetter(
-                    STEP, "bad_price", str(e)[:500], prediction_payload(p),
-                    f"{p.model_name}:{p.model_version}", p.as_of_time))
-                continue
-            self._outcomes.inc()
-            yield outcome
+            yield from self._emit(p, bar)
 
 
 def _implausible(p: Prediction) -> DeadLetter:
