@@ -57,7 +57,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 
 def write_results(name: str, started_at: str, rows: list[dict], goals: list[dict],
-                  notes: list[str], quick: bool) -> Path:
+                  notes: list[str], quick: bool, extra: dict | None = None) -> Path:
     """Write ``benchmarks/results/<name>.json`` in the contract's shape, print the table.
 
     Args:
@@ -67,6 +67,7 @@ def write_results(name: str, started_at: str, rows: list[dict], goals: list[dict
         goals: ``{"goal", "target", "measured", "met", "note"}`` dicts.
         notes: free text (where the time goes, caveats).
         quick: a ``--quick`` smoke run (recorded in the notes so nobody quotes it).
+        extra: further top-level keys for the JSON (e.g. the input's description).
 
     Returns:
         The path written.
@@ -77,7 +78,7 @@ def write_results(name: str, started_at: str, rows: list[dict], goals: list[dict
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"benchmark": name, "started_at": started_at,
                                 "machine": machine(), "rows": rows, "goals": goals,
-                                "notes": notes}, indent=2))
+                                "notes": notes, **(extra or {})}, indent=2, default=str))
     print(markdown_table(rows))
     for g in goals:
         print(f"goal: {g['goal']}: measured {g['measured']} (target {g['target']}) -> "

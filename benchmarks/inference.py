@@ -43,7 +43,8 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from benchmarks.pipeline_throughput import utc_now, write_result, write_subset
+from benchmarks._output import now_iso, write_results
+from benchmarks.pipeline_throughput import write_subset
 
 NAME = "inference"
 CHUNK = 1024
@@ -144,7 +145,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     per_size = ({1: 100, 32: 640, 256: 1024} if args.quick
                 else {1: 2000, 32: 10240, 256: 1 << 30})
-    started = utc_now()
+    started = now_iso()
     import numpy as np
 
     from miraikakaku.settings import Settings
@@ -227,9 +228,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         "runinference_wall_per_s includes it and the pipeline's start-up",
         "DirectRunner (FnApiRunner, in_memory, 1 worker), TensorFlow CPU, both in one process",
     ]
-    if args.quick:
-        notes.insert(0, "--quick smoke run: not a measurement")
-    write_result(NAME, started, rows, goals, notes)
+    write_results(NAME, started, rows, goals, notes, args.quick)
     return 0
 
 

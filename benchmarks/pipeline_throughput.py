@@ -33,64 +33,18 @@ Run: ``flock /tmp/bench.lock .venv/bin/python -m benchmarks.pipeline_throughput 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks._output import RESULTS, now_iso, write_results
+
 SP500 = "us_daily_sp500_5yr_2013_2018.normalized.csv.gz"
 NAME = "pipeline_throughput"
-
-# --- helpers shared with benchmarks.inference and benchmarks.scale_bounded -------------------
-
-
-def machine() -> dict:
-    """CPU count, Python and Beam versions for the results JSON."""
-    import apache_beam as beam
-
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "beam": beam.__version__}
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """Rows (flat dicts) as a markdown table; columns in first-seen order."""
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def write_result(name: str, started_at: str, rows: list[dict], goals: list[dict],
-                 notes: list[str], extra: dict | None = None) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (the contract's shape) and print the table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"benchmark": name, "started_at": started_at, "machine": machine(), "rows": rows,
-           "goals": goals, "notes": notes, **(extra or {})}
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(out, indent=2, default=str))
-    print(markdown_table(rows))
-    for g in goals:
-        print(f"- goal: {g['goal']}: measured {g['measured']} (target {g['target']}) "
-              f"{'MET' if g['met'] else 'MISSED'}")
-    for n in notes:
-        print(f"- {n}")
-    print(f"wrote {path}")
-    return path
-
 
 def sp500_path() -> Path:
     """The real S&P 500 five-year daily file in ../shared/data."""
@@ -327,7 +281,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if args.quick:
         args.tickers, args.repeat = 5, 1
-    started = utc_now()
+    started = now_iso()
     with tempfile.TemporaryDirectory(prefix="mk-bench-tp-") as tmp:
         work = Path(tmp)
         path = work / f"sp500_first{args.tickers}.csv"
@@ -394,8 +348,6 @@ def main(argv: Iterable[str] | None = None) -> int:
         notes.append(f"where the time goes (pyinstrument, {prof_seconds:.1f} s profiled run, "
                      f"samples attributed to the innermost frame of our code): {shares}; "
                      f"HTML profile: {html.name}")
-    if args.quick:
-        notes.insert(0, "--quick smoke run: not a measurement")
     if steps:
         notes.append(
             "reading the profile: the bare pipeline (read + parse + count) shows what this "
@@ -409,9 +361,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             "(Dataflow; the PrismRunner is not available offline), or "
             "direct_num_workers > 1 with multi_processing on a machine with spare cores "
             "(pipelines.prices.run pins 1 worker; not measured here)")
-    write_result(NAME, started, rows, goals, notes,
-                 {"input": {"file": SP500, "tickers": args.tickers, **info},
-                  "profile_seconds_by_step": {k: round(v, 3) for k, v in step_rows}})
+    write_results(NAME, started, rows, goals, notes, args.quick,
+                  {"input": {"file": SP500, "tickers": args.tickers, **info},
+                   "profile_seconds_by_step": {k: round(v, 3) for k, v in step_rows}})
     return 0
 
 

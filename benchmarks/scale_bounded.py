@@ -30,7 +30,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from benchmarks.pipeline_throughput import utc_now, write_result, write_subset
+from benchmarks._output import now_iso, write_results
+from benchmarks.pipeline_throughput import write_subset
 
 NAME = "scale_bounded"
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.quick:
         args.tickers, args.factors = 2, "1,2"
     factors = [int(f) for f in args.factors.split(",")]
-    started = utc_now()
+    started = now_iso()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="mk-bench-scale-") as tmp:
         warmup = Path(tmp) / "warmup.csv"
@@ -127,9 +128,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         speed = last["events_per_s"] / prev["events_per_s"]
         notes.append(f"{prev['size']} → {last['size']}: rate x{speed:.2f}, peak RSS x{growth:.2f} "
                      f"({prev['peak_rss_mib']:.0f} → {last['peak_rss_mib']:.0f} MiB)")
-    if args.quick:
-        notes.insert(0, "--quick smoke run: not a measurement")
-    write_result(NAME, started, rows, [], notes)
+    write_results(NAME, started, rows, [], notes, args.quick)
     return 0
 
 
