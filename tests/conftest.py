@@ -10,12 +10,15 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import secrets
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A random JWT key per test session: Settings(env="test") refuses the development placeholder.
+os.environ.setdefault("MIRAIKAKAKU_SECRET_KEY", secrets.token_urlsafe(48))
 
 from miraikakaku.settings import Settings  # noqa: E402
 
@@ -87,3 +90,58 @@ def pubsub_emulator():
 def bigtable_emulator():
     """``host:port`` of a running Bigtable emulator (``BIGTABLE_EMULATOR_HOST`` is set)."""
     yield from _emulator("bigtable", "BIGTABLE_EMULATOR_HOST")
+
+
+# -- application database (issue 5): every API test that uses it runs on SQLite and PostgreSQL --
+POSTGRES_URL = os.environ.get("MIRAIKAKAKU_TEST_POSTGRES_URL",
+                              "postgresql+psycopg://postgres@localhost:5432/miraikakaku_test")
+"""The PostgreSQL test database; `.ci/run` recreates it fresh. The fixtures create it when it is
+missing and fail (never skip) when the server does not answer."""
+REDIS_URL = os.environ.get("MIRAIKAKAKU_TEST_REDIS_URL", "redis://localhost:6379/15")
+"""The Redis database the rate-limit tests use (`.ci/run` makes sure Redis is up)."""
+
+
+def _ensure_postgres_database(url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    admin = dict(host=u.host or "localhost", port=u.port or 5432, user=u.username or "postgres",
+                 dbname="postgres", autocommit=True, connect_timeout=5)
+    if u.password:
+        admin["password"] = u.password
+    try:
+        conn = psycopg.connect(**admin)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(f"PostgreSQL at {u.host}:{u.port} does not answer ({e}); start it "
+                           "(`.ci/run` does) - the API tests run on PostgreSQL too") from e
+    with conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (u.database,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{u.database}"')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_db_url(request, tmp_path: Path):
+    """A fresh, empty application database URL: a SQLite file, or a new PostgreSQL schema
+    (dropped afterwards) in the test database. Migrate it with ``serving.app.db.migrate``
+    (``create_app``'s lifespan does)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+        return
+    import uuid
+
+    import sqlalchemy as sa
+
+    _ensure_postgres_database(POSTGRES_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()

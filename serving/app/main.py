@@ -1,6 +1,8 @@
 """The read API's application factory: ``create_app(settings, store) -> FastAPI``.
 
-The app serves instruments, quotes, daily bars, predictions, alerts and model versions with their
+Users, roles and the application database (SQLAlchemy, migrated by Alembic at start-up from
+``settings.app_database_url``) back the authenticated routes. The app serves instruments,
+quotes, daily bars, predictions, alerts and model versions with their
 tracked errors (``/v1/models``) from the serving store
 (``settings.store_path``, SQLite opened read-only while the pipeline writes). Its ``lifespan``
 opens the store at start-up and closes it at shutdown; a missing store does not stop the app:
@@ -19,6 +21,7 @@ from miraikakaku import __version__
 from miraikakaku.settings import Settings, get_settings
 from serving.app.api.errors import install_error_handlers
 from serving.app.api.routes import alerts, health, models, symbols
+from serving.app.db import Database
 from serving.app.stores import StoreProvider
 from stores.base import ServingStore
 
@@ -53,10 +56,12 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(provider.open)
+        app.state.db = await run_in_threadpool(Database.connect, settings.app_database_url)
         try:
             yield
         finally:
             provider.close()
+            app.state.db.close()
 
     app = FastAPI(title=TITLE, version=__version__, description=_DESCRIPTION,
                   lifespan=lifespan)

@@ -10,19 +10,34 @@ end is a 422). ``SinceQuery`` parses an ISO 8601 datetime and treats a naive one
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, BeforeValidator
+from sqlalchemy.orm import Session
 
 from miraikakaku.instruments import Instrument
 from miraikakaku.settings import Settings
-from serving.app.api.errors import InvalidRequest, NotFound
+from serving.app.api.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from serving.app.core.security import InvalidToken, decode_access_token
+from serving.app.db import Database
+from serving.app.models import ROLE_PERMISSIONS, Role, User
 from serving.app.stores import StoreProvider, run_store
 from stores.base import ServingStore
 
 __all__ = [
     "SettingsDep",
+    "SessionDep",
+    "DatabaseDep",
+    "CurrentUser",
+    "TokenDep",
+    "require_permission",
+    "get_db",
+    "get_session",
+    "get_current_user",
+    "oauth2_scheme",
     "StoreDep",
     "StoreProviderDep",
     "InstrumentDep",
@@ -103,7 +118,79 @@ async def get_store(request: Request) -> ServingStore:
     return await provider.get()
 
 
+def get_db(request: Request) -> Database:
+    """The application database (``app.state.db``, opened and migrated by the lifespan)."""
+    db: Database = request.app.state.db
+    return db
+
+
+def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
+    """A database session for one request: committed when the route returns, rolled back when
+    it raises. Routes using it are plain ``def`` (FastAPI runs them in its threadpool)."""
+    with db.session() as session:
+        yield session
+
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/login", auto_error=False)
+"""Bearer token from ``Authorization``; the OpenAPI "Authorize" button logs in at
+``/v1/auth/login`` (OAuth2 password flow)."""
+
+TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
+
+
+def get_current_user(request: Request, token: TokenDep,
+                     session: Annotated[Session, Depends(get_session)]) -> User:
+    """The user of a valid access token.
+
+    The role comes from the database, not the token, so a role change applies at once; the
+    token's ``tv`` must equal the user's ``token_version`` (password change, logout-all).
+    The user id is put on ``request.state.user_id`` (rate limits and logs use it).
+
+    Raises:
+        Unauthorized: no token; bad signature or algorithm; expired; revoked; unknown or
+            inactive user (401).
+    """
+    if not token:
+        raise Unauthorized("not authenticated: send Authorization: Bearer <access token>")
+    settings: Settings = request.app.state.settings
+    try:
+        claims = decode_access_token(token, secret=settings.secret_key.get_secret_value())
+    except InvalidToken as e:
+        raise Unauthorized(f"invalid access token: {e}") from e
+    user = session.get(User, claims.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("invalid access token: unknown or inactive user")
+    if claims.token_version != user.token_version:
+        raise Unauthorized("invalid access token: revoked")
+    request.state.user_id = user.id
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_permission(permission: str) -> Callable[..., User]:
+    """A dependency that returns the current user when the user's role has ``permission``.
+
+    Example: ``user: Annotated[User, Depends(require_permission("alerts:write"))]``.
+
+    Raises:
+        Unauthorized: as ``get_current_user`` (401).
+        Forbidden: the role lacks ``permission`` (403).
+    """
+
+    def dependency(user: CurrentUser) -> User:
+        if permission not in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
+            raise Forbidden(f"role {user.role!r} lacks permission {permission!r}")
+        return user
+
+    dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    return dependency
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ServingStore, Depends(get_store)]
 StoreProviderDep = Annotated[StoreProvider, Depends(get_store_provider)]
 

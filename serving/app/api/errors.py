@@ -25,6 +25,10 @@ __all__ = [
     "NotFound",
     "InvalidRequest",
     "StoreUnavailable",
+    "Unauthorized",
+    "Forbidden",
+    "Conflict",
+    "TooManyRequests",
     "error_body",
     "install_error_handlers",
     "ERROR_RESPONSES",
@@ -75,6 +79,44 @@ class StoreUnavailable(ApiError):
     code = "store_unavailable"
 
 
+class Unauthorized(ApiError):
+    """Missing, invalid, expired or revoked credentials (HTTP 401, ``WWW-Authenticate: Bearer``)."""
+
+    status_code = 401
+    code = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ApiError):
+    """Authenticated, but the role lacks the permission (HTTP 403)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class Conflict(ApiError):
+    """The request conflicts with existing data, e.g. an email already registered (HTTP 409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class TooManyRequests(ApiError):
+    """A rate limit was hit (HTTP 429 with ``Retry-After`` in seconds).
+
+    Args:
+        message: explanation.
+        retry_after: whole seconds until the next request may pass.
+    """
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, int(retry_after)))}
+
+
 def error_body(code: str, message: str,
                details: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Build the JSON error body ``{"error": {"code", "message"[, "details"]}}``.
@@ -115,7 +157,8 @@ async def _api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if exc.http_status_code() >= 500:
         logger.warning("%s %s -> %s: %s", request.method, request.url.path, exc.code, exc.message)
     return JSONResponse(error_body(exc.code, exc.message, exc.details),
-                        status_code=exc.http_status_code())
+                        status_code=exc.http_status_code(),
+                        headers=getattr(exc, "headers", None))
 
 
 async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
