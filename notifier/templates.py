@@ -19,14 +19,16 @@ aware; unknown keys are ignored):
                    predicted simple return ``expm1(log_return)`` for predicted_move), volume
                    (volume_spike), the alert's value (market_alert)
 ``level``          price level (price_above/below); ``threshold`` is accepted instead
-``threshold``      fraction (pct_move, predicted_move), multiplier (volume_spike), the alert's
-                   threshold (market_alert)
+``threshold``      fraction (pct_move, predicted_move), multiplier (volume_spike; or
+                   ``multiplier``), the alert's threshold (market_alert)
+``predicted_log_return``  predicted_move: when given, the move shown is ``expm1`` of it
 ``window``         sessions (pct_move, volume_spike)
 ``event_time``     UTC-aware datetime of the event; shown in ``timezone`` (IANA name of the
                    exchange's zone, e.g. ``Asia/Tokyo``) when given, else in UTC
 ``session_date``   exchange-local session date (``datetime.date`` or ISO text), optional
 ``rule_name``      the user's rule name, optional (``rule`` is accepted too)
 ``average``        volume_spike: mean volume of the previous ``window`` sessions, optional
+                   (or ``mean_volume``); ``ratio`` = volume / average, optional
 ``price``          pct_move: the price after the move, optional
 ``target_date``    predicted_move: the session the forecast is for, optional
 ``predicted_price``, ``base_price``  predicted_move: optional, quote currency
@@ -313,9 +315,10 @@ def _prepare(kind: str, locale: str, c: Mapping[str, Any]) -> dict[str, Any]:
         if c.get("price") is not None:
             out["price"] = money(c["price"])
     elif kind == "volume_spike":
+        multiplier = c.get("multiplier", threshold)
         out.update(volume=_number(value),
-                   multiplier=f"{float(threshold):g}" if threshold is not None else "?")
-        average = c.get("average")
+                   multiplier=f"{float(multiplier):g}" if multiplier is not None else "?")
+        average = c.get("average", c.get("mean_volume"))
         ratio = c.get("ratio")
         if ratio is None and average:
             ratio = value / float(average)
@@ -324,6 +327,10 @@ def _prepare(kind: str, locale: str, c: Mapping[str, Any]) -> dict[str, Any]:
         if average:
             out["average"] = _number(float(average))
     elif kind == "predicted_move":
+        if c.get("predicted_log_return") is not None:  # shown as the simple return
+            move = math.expm1(float(c["predicted_log_return"]))
+            out.update(value=move, up=move >= 0, pct=format_pct(move),
+                       pct_abs=format_pct(move, signed=False))
         out["target"] = _format_date(c.get("target_date"), locale)
         for key in ("predicted_price", "base_price"):
             if c.get(key) is not None:

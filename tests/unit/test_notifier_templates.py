@@ -130,6 +130,19 @@ def test_market_alert_kinds(alert_kind, en, ja):
     assert "アラートのしきい値 ±3.00%" in render("market_alert", "ja", ctx)[1]
 
 
+def test_aliases_of_the_rule_matcher():
+    """notifier.rules gives volume_spike ``multiplier``/``mean_volume``/``ratio`` and, for
+    predicted_move, may give the log return: shown as the simple return."""
+    ctx = dict(symbol="AAPL", value=9_000_000, multiplier=2.5, window=10,
+               mean_volume=3_000_000, ratio=3.0)
+    assert render("volume_spike", "en", ctx)[0] == "AAPL volume spike: 3.0× the 10-session average"
+    assert "your threshold is 2.5×" in render("volume_spike", "en", ctx)[1]
+    ctx = dict(symbol="AAPL", value=-0.05, predicted_log_return=-0.05, threshold=0.03)
+    assert render("predicted_move", "en", ctx)[0] == "AAPL forecast: -4.88% next session"
+    assert render("predicted_move", "ja", ctx)[0] == \
+        "AAPL は次の営業日に 4.88% 下落すると予測されています"
+
+
 def test_market_alert_unknown_kind_uses_message():
     ctx = dict(symbol="AAPL", value=1.0, alert_kind="gap_open", message="AAPL gapped", event_time=T)
     assert render("market_alert", "en", ctx)[1].startswith("AAPL gapped")
