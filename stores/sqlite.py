@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import sqlite3
 import sys
 import threading
@@ -32,6 +33,7 @@ from miraikakaku.tracking import (
     PerformanceSummary,
     summary_from_sums,
 )
+from notifier.events import TOPIC_ALERTS, TOPICS, encode_event, event_id_of, message_id
 from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
@@ -117,6 +119,10 @@ class SqliteServingStore:
         source_priority: source names, best first; decides which source's bar is the latest quote
             when two sources have a bar for the same session.
         read_only: open for reading only (the API); the file must exist.
+        outbox_topics: which records also go to the ``outbox`` table for the notifier
+            (``notifier.events``: ``prices``, ``predictions``; ``alerts`` always do). Default:
+            ``$MIRAIKAKAKU_OUTBOX_TOPICS`` (comma-separated, e.g. ``alerts`` to turn price and
+            prediction rows off), else all three.
 
     Raises:
         FileNotFoundError: ``read_only`` and the file does not exist.
@@ -124,9 +130,13 @@ class SqliteServingStore:
     """
 
     def __init__(self, path: str | Path, *, source_priority: Sequence[str] = (),
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, outbox_topics: Iterable[str] | None = None) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        if outbox_topics is None:
+            env = os.environ.get("MIRAIKAKAKU_OUTBOX_TOPICS")
+            outbox_topics = TOPICS if env is None else [t.strip() for t in env.split(",")]
+        self.outbox_topics = frozenset(t for t in outbox_topics if t) | {TOPIC_ALERTS}
         self._rank = {s: i for i, s in enumerate(source_priority)}
         self._local = threading.local()
         if read_only:
@@ -188,6 +198,7 @@ class SqliteServingStore:
                 quotes.append((r.instrument_id, key, r.source, self._rank.get(r.source, 1_000),
                                r.session_date.isoformat(), _ts(r.event_time), r.open, r.high,
                                r.low, r.close, r.volume, r.adj_close, r.currency))
+                self._to_outbox(outbox, r, now)
             elif isinstance(r, BarFlag):
                 flags.append((r.row_key, r.source, r.flag, r.detail))
             elif isinstance(r, Prediction):
@@ -196,10 +207,11 @@ class SqliteServingStore:
                               r.as_of_date.isoformat(), _ts(r.as_of_time),
                               r.target_date.isoformat(), r.base_price, r.predicted_log_return,
                               r.predicted_price))
+                self._to_outbox(outbox, r, now)
             elif isinstance(r, AlertEvent):
                 alerts.append((r.alert_id, r.rule_id, r.kind, r.instrument_id, _ts(r.event_time),
                                r.session_date.isoformat(), r.value, r.threshold, r.message))
-                outbox.append((f"alerts/{r.alert_id}", "alerts", _alert_json(r), now))
+                self._to_outbox(outbox, r, now)
             elif isinstance(r, DeadLetter):
                 dls.append((r.dead_letter_id, r.step, r.reason, r.detail, r.payload, r.origin,
                             _ts(r.event_time) if r.event_time else None, now))
@@ -233,6 +245,12 @@ class SqliteServingStore:
             conn.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?,?,?,?)", dls)
             conn.executemany(_PERFORMANCE_UPSERT, performance)
         return n
+
+    def _to_outbox(self, outbox: list[tuple], record: PriceEvent | Prediction | AlertEvent,
+                   now: str) -> None:
+        topic, payload = encode_event(record)
+        if topic in self.outbox_topics:
+            outbox.append((message_id(topic, event_id_of(record)), topic, payload, now))
 
     # -- reads -------------------------------------------------------------------------------
     def list_instruments(self) -> list[Instrument]:
@@ -442,13 +460,6 @@ def _summary_of(row: Sequence) -> PerformanceSummary:
 
 def _instrument(row: Sequence) -> Instrument:
     return Instrument(*row[:8], known=bool(row[8]))
-
-
-def _alert_json(a: AlertEvent) -> str:
-    return json.dumps({"alert_id": a.alert_id, "rule_id": a.rule_id, "kind": a.kind,
-                       "instrument_id": a.instrument_id, "event_time": _ts(a.event_time),
-                       "session_date": a.session_date.isoformat(), "value": a.value,
-                       "threshold": a.threshold, "message": a.message})
 
 
 @contextlib.contextmanager
