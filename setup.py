@@ -12,7 +12,7 @@ setup(
     description="MiraiKakaku stock-price data platform (Beam pipelines, LSTM model, API)",
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["miraikakaku*", "stores*", "transforms*", "models*",
-                                    "collector*", "pipelines*", "serving*",
+                                    "collector*", "pipelines*", "serving*", "notifier*",
                                     "tfx_pipelines*"]),
     package_data={"miraikakaku": ["reference/*.csv"]},
     install_requires=[

@@ -359,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from collector.cli import add_publish_parser
 
     add_publish_parser(sub)
+    from notifier.service import add_notify_parser
+
+    add_notify_parser(sub)
 
     if argv and argv[0] == "run":
         _quiet_warnings()
@@ -383,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.cli import run_publish
 
         return run_publish(args)
+    if args.command == "notify":
+        from notifier.service import run_notify_command
+
+        return run_notify_command(args)
     return _cmd_demo(args)
 
 
