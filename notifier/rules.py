@@ -291,6 +291,13 @@ class RuleBook:
         """The enabled rule ``rule_id``, or None."""
         return self._by_id.get(rule_id)
 
+    def set_rules(self, rules: Iterable[RuleSpec]) -> None:
+        """Replace the rules with ``rules`` (no database: embedding, tests)."""
+        self._by_id = {r.id: r for r in rules}
+        self._by_instrument = {}
+        for r in self._by_id.values():
+            self._by_instrument.setdefault(r.instrument_id, []).append(r)
+
     def refresh(self, session: Session, *, force: bool = False) -> bool:
         """Reload the rules if they changed since the last load.
 

@@ -329,6 +329,7 @@ def run_notifier(settings: Settings, *, once: bool = False, from_start: bool = F
                  poll_seconds: float | None = None, source: EventSource | None = None,
                  db: Database | None = None, store: Any = None,
                  stop: threading.Event | None = None, batch_size: int = 500,
+                 deliver: bool = True,
                  progress: Callable[[NotifySummary], None] | None = None) -> NotifySummary:
     """Run the notifier until drained (``once``) or until ``stop`` is set.
 
@@ -343,6 +344,7 @@ def run_notifier(settings: Settings, *, once: bool = False, from_start: bool = F
             serving store (tests).
         stop: set it to end a continuous run (Ctrl-C also ends it).
         batch_size: events per transaction.
+        deliver: send due deliveries after each batch (False: leave them pending).
         progress: called with the running summary after each non-empty batch.
 
     Returns:
@@ -352,7 +354,8 @@ def run_notifier(settings: Settings, *, once: bool = False, from_start: bool = F
     own_db = db is None
     db = db if db is not None else Database.connect(settings.app_database_url)
     poll = settings.notify_poll_seconds if poll_seconds is None else poll_seconds
-    notifier = Notifier(db, settings, source=source, store=store, batch_size=batch_size)
+    notifier = Notifier(db, settings, source=source, store=store, batch_size=batch_size,
+                        deliver=deliver)
     try:
         notifier.start(from_start=from_start)
         while stop is None or not stop.is_set():
