@@ -1,6 +1,8 @@
 """The ``miraikakaku`` command line: ``train``, ``run``, ``serve``, ``demo``, ``track`` (score
 stored predictions against realized prices), ``evaluate`` (model quality report), and for Google
-Cloud mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``.
+Cloud mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``; accounts:
+``db upgrade`` (migrate the application database), ``users create-admin`` and
+``users set-role``.
 
 Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
 model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
@@ -362,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from notifier.service import add_notify_parser
 
     add_notify_parser(sub)
+    from serving.app import accounts
+
+    accounts.add_parsers(sub)
 
     if argv and argv[0] == "run":
         _quiet_warnings()
@@ -386,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.cli import run_publish
 
         return run_publish(args)
+    if args.command in ("users", "db"):
+        return accounts.run_command(args)
     if args.command == "notify":
         from notifier.service import run_notify_command
 

@@ -100,6 +100,10 @@ class ServingStore(Protocol):
     def get_quote(self, instrument_id: str) -> QuoteRow | None:
         """The latest bar (highest event time, then best source rank)."""
 
+    def get_quote_as_of(self, instrument_id: str, as_of: dt.datetime) -> QuoteRow | None:
+        """The latest bar with ``event_time <= as_of`` (aware UTC), any interval, best source
+        rank on ties: the quote as it was at ``as_of`` (delayed quotes)."""
+
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,
                  limit: int = 10_000) -> list[BarRow]:

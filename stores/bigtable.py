@@ -151,6 +151,7 @@ _ALERT_FIELDS = ("alert_id", "rule_id", "kind", "instrument_id", "event_time", "
 _DL_FIELDS = ("step", "reason", "detail", "payload", "origin", "event_time")
 _REF_FIELDS = ("symbol", "mic", "calendar", "currency", "timezone", "kind", "name", "known")
 _ALIAS_PREFIX = "~alias#"
+_BAR_INTERVALS = ("1d", "1h", "1m", "1s", "tick")  # every interval ``rowkeys.event_key`` keys
 _MAX_MUTATIONS_PER_REQUEST = 50_000  # Bigtable allows 100,000 per MutateRows request
 
 
@@ -650,6 +651,56 @@ class BigtableServingStore:
                         _time(q.get("event_time")), _float(q.get("open")), _float(q.get("high")),
                         _float(q.get("low")), _float(q.get("close")), _float(q.get("volume")),
                         _float(q.get("adj_close")), _text(q.get("currency")))
+
+    def get_quote_as_of(self, instrument_id: str, as_of: dt.datetime) -> QuoteRow | None:
+        """The latest bar of any interval with ``event_time <= as_of`` (best source on ties),
+        as ``SqliteServingStore.get_quote_as_of``.
+
+        One point read of the latest-quote row answers when every source's latest bar is at or
+        before ``as_of`` (the usual case for daily bars); otherwise one multi-range scan of the
+        instrument's bar rows (every interval) from a week before ``as_of``, then, only when
+        that finds nothing, from the beginning.
+
+        Raises:
+            ValueError: ``as_of`` is naive.
+        """
+        as_of = utc(as_of)
+        times = [_time(q["event_time"]) for q in self._quotes(instrument_id).values()
+                 if "event_time" in q]
+        if not times:
+            return None
+        if max(times) <= as_of:
+            return self.get_quote(instrument_id)
+        for since in (as_of - dt.timedelta(days=7), None):
+            best = self._latest_bar_before(instrument_id, as_of, since)
+            if best is not None:
+                return QuoteRow(best.instrument_id, best.source, best.session_date,
+                                best.event_time, best.open, best.high, best.low, best.close,
+                                best.volume, best.adj_close, best.currency)
+        return None
+
+    def _latest_bar_before(self, instrument_id: str, as_of: dt.datetime,
+                           since: dt.datetime | None) -> BarRow | None:
+        from google.cloud.bigtable.row_set import RowSet
+
+        first = f"{since:%Y%m%d}" if since is not None else ""
+        last = f"{as_of + dt.timedelta(days=2):%Y%m%d}"  # session dates are exchange-local
+        row_set = RowSet()
+        for interval in _BAR_INTERVALS:
+            prefix = f"{instrument_id}{rowkeys.SEP}{interval}{rowkeys.SEP}"
+            row_set.add_row_range_from_keys(start_key=(prefix + first).encode(),
+                                            end_key=_after(prefix + last))
+        best: BarRow | None = None
+        best_rank: tuple = ()
+        for row in self._tables[PRICES].read_rows(row_set=row_set, filter_=self._filter("bar")):
+            for bar in _bar_rows_of(row, None):
+                if bar.event_time is None or bar.event_time > as_of:
+                    continue
+                rank = (-bar.event_time.timestamp(), self._rank.get(bar.source, 1_000),
+                        bar.source)
+                if best is None or rank < best_rank:
+                    best, best_rank = bar, rank
+        return best
 
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,

@@ -281,6 +281,27 @@ class SqliteServingStore:
             return None
         return QuoteRow(row[0], row[1], dt.date.fromisoformat(row[2]), _parse_ts(row[3]), *row[4:])
 
+    def get_quote_as_of(self, instrument_id: str, as_of: dt.datetime) -> QuoteRow | None:
+        """The latest bar of any interval with ``event_time <= as_of`` (best source on ties).
+
+        The delayed quote of roles without real-time entitlement; ``get_quote`` is the same
+        for ``as_of`` = now. Reads the instrument's bar key range (event times are stored as
+        UTC ISO text, which sorts in time order).
+
+        Raises:
+            ValueError: ``as_of`` is naive.
+        """
+        lo, hi = rowkeys.scan_range(instrument_id + rowkeys.SEP, instrument_id + rowkeys.SEP)
+        rows = self._conn().execute(
+            "SELECT instrument_id, source, session_date, event_time, open, high, low, close, "
+            "volume, adj_close, currency FROM bars WHERE row_key >= ? AND row_key < ? AND "
+            "event_time = (SELECT max(event_time) FROM bars WHERE row_key >= ? AND row_key < ? "
+            "AND event_time <= ?)", (lo, hi, lo, hi, _ts(as_of))).fetchall()
+        if not rows:
+            return None
+        row = min(rows, key=lambda r: (self._rank.get(r[1], 1_000), r[1]))
+        return QuoteRow(row[0], row[1], dt.date.fromisoformat(row[2]), _parse_ts(row[3]), *row[4:])
+
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,
                  limit: int = 10_000) -> list[BarRow]:

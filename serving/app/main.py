@@ -14,13 +14,14 @@ at ``/docs``. Run it with ``miraikakaku serve`` or
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from miraikakaku import __version__
 from miraikakaku.settings import Settings, get_settings
+from serving.app.api.deps import require_permission
 from serving.app.api.errors import install_error_handlers
-from serving.app.api.routes import alerts, health, models, symbols
+from serving.app.api.routes import admin, alerts, auth, health, models, symbols, users
 from serving.app.db import Database
 from serving.app.stores import StoreProvider
 from stores.base import ServingStore
@@ -69,7 +70,11 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     app.state.store_provider = provider
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(symbols.router)
-    app.include_router(alerts.router)
-    app.include_router(models.router)
+    market = [Depends(require_permission("market:read"))]  # login required; /healthz public
+    app.include_router(symbols.router, dependencies=market)
+    app.include_router(alerts.router, dependencies=market)
+    app.include_router(models.router, dependencies=market)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    app.include_router(admin.router)
     return app

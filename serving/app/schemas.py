@@ -7,9 +7,20 @@ serialized as ISO 8601 with an explicit ``+00:00`` offset; dates are ISO ``YYYY-
 """
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    UrlConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 __all__ = [
     "UtcDatetime",
@@ -28,6 +39,19 @@ __all__ = [
     "ModelsPublic",
     "DailyPerformancePublic",
     "ModelPerformancePublic",
+    "PASSWORD_MIN_LENGTH",
+    "PASSWORD_MAX_LENGTH",
+    "Locale",
+    "UserRegister",
+    "UserUpdate",
+    "PasswordChange",
+    "AccountDelete",
+    "RefreshRequest",
+    "TokenPublic",
+    "UserPublic",
+    "UsersPublic",
+    "UserAdminUpdate",
+    "WebhookSecretPublic",
 ]
 
 
@@ -89,6 +113,12 @@ class QuotePublic(_Public):
     volume: float | None = Field(description="Shares traded; null when the source has none.")
     adj_close: float | None = Field(description="Adjusted close; null when the source has none.")
     currency: str = Field(description="ISO 4217 currency of every price field.")
+    delayed: bool = Field(
+        default=False,
+        description="True when the caller's role has no real-time entitlement: the quote is "
+                    "the latest bar whose `event_time` is at least `delay_minutes` old.")
+    delay_minutes: float = Field(
+        default=0.0, description="The delay applied (minutes; 0 for a real-time quote).")
 
 
 class BarPublic(_Public):
@@ -244,3 +274,127 @@ class ModelPerformancePublic(_Public):
     data: list[DailyPerformancePublic] = Field(
         description="Per instrument and day, by instrument then date; at most `limit` rows.")
     count: int = Field(description="Rows in `data`.")
+
+
+# -- users and auth (issue 5) ------------------------------------------------------------------
+# Request bodies forbid unknown fields (``extra="forbid"``): a client that sends ``role``, ``id``,
+# ``token_version`` or ``is_active`` to register or to ``PATCH /v1/users/me`` gets a 422 instead
+# of a silently ignored (or, worse, applied) field: no mass assignment.
+
+PASSWORD_MIN_LENGTH = 10
+"""Shortest accepted password (characters)."""
+PASSWORD_MAX_LENGTH = 256
+"""Longest accepted password (characters; bounds the Argon2 work an attacker can ask for)."""
+
+Locale = Literal["en", "ja"]
+"""Language of a user's notifications."""
+
+Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH,
+                                description=f"At least {PASSWORD_MIN_LENGTH} characters.")]
+WebhookUrl = Annotated[AnyHttpUrl,
+                       UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+    """Optional fields that may be left out but not sent as ``null``."""
+
+    @model_validator(mode="after")
+    def _refuse_nulls(self) -> "_Request":
+        nulls = [f for f in self.not_null
+                 if f in self.model_fields_set and getattr(self, f) is None]
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} may not be null")
+        return self
+
+
+class UserRegister(_Request):
+    """``POST /v1/auth/register``: a new account (role ``user``)."""
+
+    email: EmailStr = Field(max_length=254, examples=["hanako@example.com"])
+    password: Password
+    full_name: str | None = Field(default=None, max_length=200)
+    locale: Locale = "en"
+
+
+class UserUpdate(_Request):
+    """``PATCH /v1/users/me``: only the fields sent change; ``null`` clears ``full_name`` and
+    ``webhook_url``."""
+
+    full_name: str | None = Field(default=None, max_length=200)
+    locale: Locale | None = Field(default=None, description="`en` or `ja` (not null).")
+    email_notifications: bool | None = Field(default=None, description="Not null.")
+    webhook_url: WebhookUrl | None = Field(
+        default=None, description="http(s) URL that receives signed notification webhooks.")
+
+    not_null = ("locale", "email_notifications")
+
+
+class PasswordChange(_Request):
+    """``POST /v1/users/me/password``: signs out every session (tokens revoked)."""
+
+    current_password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+    new_password: Password
+
+
+class AccountDelete(_Request):
+    """``DELETE /v1/users/me`` body: the password confirms the deletion."""
+
+    password: str = Field(max_length=PASSWORD_MAX_LENGTH)
+
+
+class RefreshRequest(_Request):
+    """``POST /v1/auth/refresh`` and ``/v1/auth/logout`` body."""
+
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class TokenPublic(_Public):
+    """Tokens of a login or refresh (OAuth2 token response)."""
+
+    access_token: str = Field(description="JWT (HS256); send as `Authorization: Bearer ...`.")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str = Field(description="Opaque; single use: each refresh returns a new one. "
+                                           "Reusing a spent one signs out that login.")
+
+
+class UserPublic(_Public):
+    """An account as its owner (or an admin) sees it; never the password hash or secrets."""
+
+    id: int
+    email: str
+    full_name: str | None
+    role: Literal["admin", "analyst", "user"]
+    locale: str
+    is_active: bool
+    email_notifications: bool
+    webhook_url: str | None
+    has_webhook_secret: bool = Field(description="A webhook signing secret exists (it is shown "
+                                                 "only once, when generated).")
+    created_at: UtcDatetime
+
+
+class UsersPublic(_Public):
+    """A page of accounts, by id; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    data: list[UserPublic]
+    count: int = Field(description="Rows in `data`.")
+    next_cursor: str | None = Field(description="null on the last page.")
+
+
+class UserAdminUpdate(_Request):
+    """``PATCH /v1/admin/users/{id}``: role and active flag (only the fields sent change)."""
+
+    role: Literal["admin", "analyst", "user"] | None = Field(default=None, description="Not null.")
+    is_active: bool | None = Field(default=None, description="Not null.")
+
+    not_null = ("role", "is_active")
+
+
+class WebhookSecretPublic(_Public):
+    """A new webhook signing secret (HMAC-SHA256 key), shown this once."""
+
+    webhook_secret: str

@@ -5,7 +5,9 @@ bars of the S&P 500 5-year file and the 7203.T bars of the Tokyo file from sourc
 ``mlbot`` (rows whose fields do not parse, e.g. ``#VALUE!``, are skipped), converted to
 ``PriceEvent`` with exchange-calendar session closes, plus instruments from the reference data and
 a few predictions and alert events. ``client`` is a ``TestClient`` over ``create_app(settings)``
-that opens that store read-only through the app's lifespan. ``build_store`` writes further stores
+that opens that store read-only through the app's lifespan, logged in as an analyst
+(``authorize(client, role)`` logs any entered TestClient in; ``ensure_user``/``bearer`` create
+accounts and tokens directly). ``build_store`` writes further stores
 (e.g. a source-priority scenario) from any events.
 
 Run: ``TF_USE_LEGACY_KERAS=1 .venv/bin/python -m pytest tests/api -q``.
@@ -22,12 +24,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import Instrument, load_master
 from miraikakaku.schema import SCHEMA_VERSION, AlertEvent, Prediction, PriceEvent, make_event_id
 from miraikakaku.settings import Settings
+from serving.app import accounts
+from serving.app.core.security import create_access_token
+from serving.app.db import Database
 from serving.app.main import create_app
+from serving.app.models import Role, User
 from stores.sqlite import SqliteServingStore
 
 SHARED_DATA = Settings().shared_data_dir
@@ -190,11 +197,88 @@ def api_data(tmp_path_factory: pytest.TempPathFactory) -> ApiData:
     return ApiData(settings, tuple(events), tuple(predictions), tuple(alerts))
 
 
+TEST_PASSWORD = "correct horse battery staple"
+"""Password of the accounts the helpers below create."""
+
+
+def ensure_user(db: Database, email: str, role: Role | str = Role.user,
+                password: str = TEST_PASSWORD) -> User:
+    """The account ``email`` in ``db``, created with ``role`` when missing (role reset when it
+    exists), through ``serving.app.accounts``."""
+    with db.session() as session:
+        user = session.scalar(select(User).where(User.email == accounts.normalize_email(email)))
+        if user is None:
+            user = accounts.create_user(session, email=email, password=password, role=role)
+        else:
+            user.role = Role(role).value
+        return user
+
+
+def bearer(settings: Settings, user: User, *, now: dt.datetime | None = None) -> dict[str, str]:
+    """``Authorization`` header with an access token of ``user`` signed under ``settings``."""
+    token, _ = create_access_token(user_id=user.id, role=user.role,
+                                   token_version=user.token_version,
+                                   secret=settings.secret_key.get_secret_value(),
+                                   minutes=settings.access_token_minutes, now=now)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def authorize(client: TestClient, role: Role | str = Role.analyst,
+              email: str | None = None) -> User:
+    """Log ``client`` (an entered TestClient over ``create_app``) in as a user of ``role``:
+    the account is created in the app's database and its bearer token becomes a default
+    header of the client. Returns the user."""
+    app = client.app
+    user = ensure_user(app.state.db, email or f"{Role(role).value}@example.com", role)
+    client.headers.update(bearer(app.state.settings, user))
+    return user
+
+
 @pytest.fixture()
 def client(api_data: ApiData) -> Iterator[TestClient]:
-    """A TestClient over ``create_app(settings)``; the lifespan opens the store read-only."""
+    """A TestClient over ``create_app(settings)``, logged in as an analyst (real-time quotes;
+    see ``authorize``); the lifespan opens the store read-only and migrates the app database."""
     with TestClient(create_app(api_data.settings)) as c:
+        authorize(c, Role.analyst)
         yield c
+
+
+@pytest.fixture()
+def db_settings(app_db_url: str, tmp_path: Path) -> Settings:
+    """Test settings whose application database is ``app_db_url`` (SQLite or PostgreSQL)."""
+    return Settings(env="test", data_dir=tmp_path / "app", database_url=app_db_url)
+
+
+@pytest.fixture()
+def db_client(db_settings: Settings, api_data: ApiData) -> Iterator[TestClient]:
+    """An anonymous TestClient over ``create_app`` on the ``app_db_url`` database (both
+    backends) serving the ``api_data`` store (injected, read-only)."""
+    store = SqliteServingStore(api_data.settings.store_path, read_only=True)
+    try:
+        with TestClient(create_app(db_settings, store=store)) as c:
+            yield c
+    finally:
+        store.close()
+
+
+def register(client: TestClient, email: str, password: str = TEST_PASSWORD,
+             **extra: object) -> dict:
+    """``POST /v1/auth/register``; asserts 201 and returns the new user's JSON."""
+    resp = client.post("/v1/auth/register", json={"email": email, "password": password, **extra})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def login(client: TestClient, email: str, password: str = TEST_PASSWORD) -> dict:
+    """``POST /v1/auth/login`` (form); asserts 200 and returns the token JSON."""
+    resp = client.post("/v1/auth/login", data={"username": email, "password": password})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def auth(tokens: dict) -> dict[str, str]:
+    """The ``Authorization`` header of a token response."""
+    return {"Authorization": f"Bearer {tokens['access_token']}"}
 
 
 @pytest.fixture()

@@ -8,13 +8,15 @@ while a malformed source name is a 422. Try it: ``curl localhost:8000/v1/symbols
 """
 
 import dataclasses
+import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from serving.app.api.deps import DateRangeDep, InstrumentDep, SettingsDep, StoreDep
+from serving.app.api.deps import CurrentUser, DateRangeDep, InstrumentDep, SettingsDep, StoreDep
 from serving.app.api.errors import ERROR_RESPONSES, NotFound
+from serving.app.models import ROLE_PERMISSIONS, Role
 from serving.app.schemas import (
     BarPublic,
     BarsPublic,
@@ -73,15 +75,27 @@ async def read_symbol(*, instrument: InstrumentDep) -> InstrumentPublic:
 
 
 @router.get("/{symbol}/quote", response_model=QuotePublic, summary="Latest quote")
-async def read_quote(*, instrument: InstrumentDep, store: StoreDep) -> QuotePublic:
-    """The latest daily bar; when several sources have that session, the best-ranked one.
+async def read_quote(*, instrument: InstrumentDep, store: StoreDep, user: CurrentUser,
+                     settings: SettingsDep) -> QuotePublic:
+    """The latest bar; when several sources have that time, the best-ranked one.
 
-    Prices are in ``currency``; 404 when the instrument has no bars.
+    Entitlement: roles with ``market:realtime`` (analyst, admin) get the newest bar; others
+    (user) get the latest bar whose ``event_time`` is at least ``settings.quote_delay_minutes``
+    old, marked ``delayed: true``. Prices are in ``currency``; 404 when there is no such bar.
     """
-    quote = await run_store(store.get_quote, instrument.instrument_id)
+    if "market:realtime" in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
+        quote = await run_store(store.get_quote, instrument.instrument_id)
+        delayed, delay = False, 0.0
+    else:
+        delay = float(settings.quote_delay_minutes)
+        as_of = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=delay)
+        quote = await run_store(store.get_quote_as_of, instrument.instrument_id, as_of)
+        delayed = True
     if quote is None:
-        raise NotFound(f"no quote for {instrument.instrument_id}")
-    return QuotePublic(symbol=instrument.symbol, **dataclasses.asdict(quote))
+        raise NotFound(f"no quote for {instrument.instrument_id}"
+                       + (f" older than {delay:g} minutes" if delayed else ""))
+    return QuotePublic(symbol=instrument.symbol, delayed=delayed, delay_minutes=delay,
+                       **dataclasses.asdict(quote))
 
 
 @router.get("/{symbol}/bars", response_model=BarsPublic, summary="Daily bars")
