@@ -21,7 +21,17 @@ from miraikakaku import __version__
 from miraikakaku.settings import Settings, get_settings
 from serving.app.api.deps import require_permission
 from serving.app.api.errors import install_error_handlers
-from serving.app.api.routes import admin, alerts, auth, health, models, symbols, users
+from serving.app.api.routes import (
+    admin,
+    alerts,
+    auth,
+    health,
+    models,
+    notifications,
+    rules,
+    symbols,
+    users,
+)
 from serving.app.db import Database
 from serving.app.stores import StoreProvider
 from stores.base import ServingStore
@@ -70,6 +80,8 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     app.state.store_provider = provider
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(rules.router)  # /v1/alert-rules (alerts:read/write)
+    app.include_router(notifications.router)  # /v1/notifications (+ SSE stream)
     market = [Depends(require_permission("market:read"))]  # login required; /healthz public
     app.include_router(symbols.router, dependencies=market)
     app.include_router(alerts.router, dependencies=market)
