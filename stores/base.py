@@ -106,16 +106,22 @@ class ServingStore(Protocol):
 
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,
-                 limit: int = 10_000) -> list[BarRow]:
-        """Bars with ``start <= session_date <= end`` in time order (a row-key range scan)."""
+                 limit: int = 10_000, after: tuple[str, str] | None = None) -> list[BarRow]:
+        """Bars with ``start <= session_date <= end`` in ``(row_key, source)`` order (a row-key
+        range scan); with ``after=(row_key, source)`` only the bars strictly after that key
+        (keyset pagination)."""
 
     def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
-                        end: dt.date | None = None, limit: int = 10_000) -> list[PredictionRow]:
-        """Predictions by as-of date in time order."""
+                        end: dt.date | None = None, limit: int = 10_000,
+                        after: tuple[str, str, str] | None = None) -> list[PredictionRow]:
+        """Predictions by as-of date in time order (``(row_key, model_name, model_version)``
+        order); with ``after`` only those strictly after that key (keyset pagination)."""
 
     def get_alerts(self, *, instrument_id: str | None = None, since: dt.datetime | None = None,
-                   limit: int = 1_000) -> list[AlertEvent]:
-        """Alert events with ``event_time >= since``, newest first."""
+                   limit: int = 1_000,
+                   after: tuple[dt.datetime, str] | None = None) -> list[AlertEvent]:
+        """Alert events with ``event_time >= since``, newest first (then by alert id); with
+        ``after=(event_time, alert_id)`` only those strictly after it in that order."""
 
     def get_dead_letters(self, *, reason: str | None = None,
                          limit: int = 1_000) -> list[DeadLetter]:

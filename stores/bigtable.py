@@ -465,7 +465,8 @@ def _predictions_of(row) -> list[Prediction]:
     role = rowkeys.prediction_role(key)
     preds = _by_prefix(_newest(row, "pred"), nparts=3)
     out = []
-    for model_version in sorted(preds):
+    # (model name, version) order, as the SQLite store's ORDER BY (keyset pagination relies on it)
+    for model_version in sorted(preds, key=lambda q: tuple(q.rsplit(":", 1))):
         model_name, version = model_version.rsplit(":", 1)
         p = preds[model_version]
         out.append(Prediction(instrument_id, _text(p.get("source")), _date(p.get("as_of_date")),
@@ -704,41 +705,51 @@ class BigtableServingStore:
 
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,
-                 limit: int = 10_000) -> list[BarRow]:
+                 limit: int = 10_000, after: tuple[str, str] | None = None) -> list[BarRow]:
         lo = rowkeys.bar_key(instrument_id, interval, start or dt.date(1, 1, 1))
         hi = rowkeys.bar_key(instrument_id, interval, end or dt.date(9999, 12, 31))
+        if after is not None:  # keyset pagination: resume at the cursor's row
+            lo = max(lo, after[0])
         qualifier = None if source is None else re.escape(source) + r":\C*"
         rows = self._tables[PRICES].read_rows(start_key=lo.encode(), end_key=_after(hi),
-                                              limit=limit,
+                                              limit=limit + (after is not None),
                                               filter_=self._filter("bar|flag", qualifier))
         out: list[BarRow] = []
         for row in rows:
-            out.extend(_bar_rows_of(row, source))
+            out.extend(b for b in _bar_rows_of(row, source)
+                       if after is None or (b.row_key, b.source) > after)
             if len(out) >= limit:
                 break
         return out[:limit]
 
     def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
                         end: dt.date | None = None, limit: int = 10_000,
-                        role: str | None = "champion") -> list[PredictionRow]:
+                        role: str | None = "champion",
+                        after: tuple[str, str, str] | None = None) -> list[PredictionRow]:
         """Predictions by as-of date in time order (a key-range scan; a challenger's row sorts
         right after the champion's of the same session).
 
         Args:
             role: ``champion`` (default: "the" predictions), ``challenger``, or None for both.
+            after: ``(row_key, model_name, model_version)``: only rows strictly after it.
         """
         lo = rowkeys.prediction_key(instrument_id, "1d", start or dt.date(1, 1, 1))
         hi = rowkeys.prediction_key(instrument_id, "1d", end or dt.date(9999, 12, 31))
+        if after is not None:  # keyset pagination: resume at the cursor's row
+            lo = max(lo, after[0])
         out: list[Prediction] = []
         for row in self._tables[PRICES].read_rows(start_key=lo.encode(), end_key=_after(hi),
                                                   filter_=self._filter("pred")):
-            out.extend(p for p in _predictions_of(row) if role is None or p.role == role)
+            key = row.row_key.decode()
+            out.extend(p for p in _predictions_of(row) if (role is None or p.role == role)
+                       and (after is None or (key, p.model_name, p.model_version) > after))
             if len(out) >= limit:
                 break
         return out[:limit]
 
     def get_alerts(self, *, instrument_id: str | None = None, since: dt.datetime | None = None,
-                   limit: int = 1_000) -> list[AlertEvent]:
+                   limit: int = 1_000,
+                   after: tuple[dt.datetime, str] | None = None) -> list[AlertEvent]:
         """Alerts with ``event_time >= since``, newest first. With an instrument: a key-range
         scan from two days before ``since`` (session dates are exchange-local); without one:
         a scan of the alerts table (at most one alert per rule, instrument and session)."""
@@ -755,6 +766,10 @@ class BigtableServingStore:
         alerts = [_alert_of(r) for r in rows]
         if since is not None:
             alerts = [a for a in alerts if a.event_time >= utc(since)]
+        if after is not None:  # keyset pagination, newest first
+            t, alert_id = utc(after[0]), after[1]
+            alerts = [a for a in alerts
+                      if a.event_time < t or (a.event_time == t and a.alert_id > alert_id)]
         alerts.sort(key=lambda a: a.alert_id)
         alerts.sort(key=lambda a: a.event_time, reverse=True)
         return alerts[:limit]

@@ -304,7 +304,7 @@ class SqliteServingStore:
 
     def get_bars(self, instrument_id: str, *, interval: str = "1d", start: dt.date | None = None,
                  end: dt.date | None = None, source: str | None = None,
-                 limit: int = 10_000) -> list[BarRow]:
+                 limit: int = 10_000, after: tuple[str, str] | None = None) -> list[BarRow]:
         lo = rowkeys.bar_key(instrument_id, interval, start or dt.date(1, 1, 1))
         hi = rowkeys.bar_key(instrument_id, interval, end or dt.date(9999, 12, 31))
         lo, hi = rowkeys.scan_range(lo, hi)
@@ -316,6 +316,9 @@ class SqliteServingStore:
         if source is not None:
             sql += " AND b.source = ?"
             params.append(source)
+        if after is not None:  # keyset pagination: strictly after (row_key, source)
+            sql += " AND (b.row_key > ? OR (b.row_key = ? AND b.source > ?))"
+            params.extend((after[0], after[0], after[1]))
         sql += " ORDER BY b.row_key, b.source LIMIT ?"
         params.append(limit)
         return [BarRow(r[0], r[1], r[2], r[3], dt.date.fromisoformat(r[4]), _parse_ts(r[5]),
@@ -324,20 +327,27 @@ class SqliteServingStore:
 
     def get_predictions(self, instrument_id: str, *, start: dt.date | None = None,
                         end: dt.date | None = None, limit: int = 10_000,
-                        role: str | None = "champion") -> list[PredictionRow]:
+                        role: str | None = "champion",
+                        after: tuple[str, str, str] | None = None) -> list[PredictionRow]:
         """Predictions by as-of date in time order (then role, model name and version).
 
         Args:
             role: ``champion`` (default: "the" predictions), ``challenger``, or None for both.
+            after: ``(row_key, model_name, model_version)``: only rows strictly after it.
         """
         lo = rowkeys.prediction_key(instrument_id, "1d", start or dt.date(1, 1, 1))
         hi = rowkeys.prediction_key(instrument_id, "1d", end or dt.date(9999, 12, 31))
         lo, hi = rowkeys.scan_range(lo, hi)
-        rows = self._conn().execute(
-            "SELECT instrument_id, source, as_of_date, as_of_time, target_date, base_price, "
-            "predicted_log_return, predicted_price, model_name, model_version, row_key "
-            "FROM predictions WHERE row_key >= ? AND row_key < ? "
-            "ORDER BY row_key, model_name, model_version", (lo, hi))
+        sql = ("SELECT instrument_id, source, as_of_date, as_of_time, target_date, base_price, "
+               "predicted_log_return, predicted_price, model_name, model_version, row_key "
+               "FROM predictions WHERE row_key >= ? AND row_key < ?")
+        params: list[object] = [lo, hi]
+        if after is not None:  # keyset pagination
+            sql += (" AND (row_key > ? OR (row_key = ? AND (model_name > ? OR "
+                    "(model_name = ? AND model_version > ?))))")
+            params.extend((after[0], after[0], after[1], after[1], after[2]))
+        rows = self._conn().execute(sql + " ORDER BY row_key, model_name, model_version",
+                                    params)
         out: list[PredictionRow] = []
         for r in rows:
             row_role = rowkeys.prediction_role(r[10])
@@ -350,12 +360,16 @@ class SqliteServingStore:
         return out
 
     def get_alerts(self, *, instrument_id: str | None = None, since: dt.datetime | None = None,
-                   limit: int = 1_000) -> list[AlertEvent]:
+                   limit: int = 1_000,
+                   after: tuple[dt.datetime, str] | None = None) -> list[AlertEvent]:
         sql = "SELECT * FROM alerts WHERE event_time >= ?"
         params: list[object] = [_ts(since) if since else ""]
         if instrument_id is not None:
             sql += " AND instrument_id = ?"
             params.append(instrument_id)
+        if after is not None:  # keyset pagination, newest first
+            sql += " AND (event_time < ? OR (event_time = ? AND alert_id > ?))"
+            params.extend((_ts(after[0]), _ts(after[0]), after[1]))
         sql += " ORDER BY event_time DESC, alert_id LIMIT ?"
         params.append(limit)
         return [AlertEvent(r[0], r[1], r[2], r[3], _parse_ts(r[4]), dt.date.fromisoformat(r[5]),

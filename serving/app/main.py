@@ -33,6 +33,7 @@ from serving.app.api.routes import (
     users,
 )
 from serving.app.db import Database
+from serving.app.middleware import install_gateway
 from serving.app.stores import StoreProvider
 from stores.base import ServingStore
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     app.state.settings = settings
     app.state.store_provider = provider
     install_error_handlers(app)
+    install_gateway(app, settings)  # request ids, access log, metrics, CORS, rate limits
     app.include_router(health.router)
     app.include_router(rules.router)  # /v1/alert-rules (alerts:read/write)
     app.include_router(notifications.router)  # /v1/notifications (+ SSE stream)

@@ -146,6 +146,8 @@ class BarsPublic(_Public):
     currency: str = Field(description="The instrument's quote currency.")
     data: list[BarPublic]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `cursor`); null at the end.")
 
 
 class PredictionPublic(_Public):
@@ -171,6 +173,8 @@ class PredictionsPublic(_Public):
     currency: str
     data: list[PredictionPublic]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `cursor`); null at the end.")
 
 
 class AlertPublic(_Public):
@@ -193,6 +197,8 @@ class AlertsPublic(_Public):
 
     data: list[AlertPublic]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="Cursor of the next page (pass as `cursor`); null at the end.")
 
 
 class Health(_Public):

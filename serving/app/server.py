@@ -8,6 +8,7 @@ import uvicorn
 
 from miraikakaku.settings import Settings, get_settings
 from serving.app.main import create_app
+from serving.app.middleware import logging_config
 
 __all__ = ["serve"]
 
@@ -25,7 +26,7 @@ def serve(host: str | None = None, port: int | None = None,
     uvicorn.run(create_app(settings),
                 host=host if host is not None else settings.api_host,
                 port=port if port is not None else settings.api_port,
-                log_level="info")
+                log_level="info", log_config=logging_config(), access_log=False)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual start

@@ -277,7 +277,7 @@ def test_predictions_range_and_limit(client: TestClient, api_data) -> None:
     assert first["count"] == 1 and first["data"][0]["as_of_date"] == aapl[0].as_of_date.isoformat()
     none = client.get("/v1/symbols/MSFT/predictions").json()
     assert none == {"instrument_id": "XNAS:MSFT", "symbol": "MSFT", "currency": "USD",
-                    "data": [], "count": 0}
+                    "data": [], "count": 0, "next_cursor": None}
     jp = client.get("/v1/symbols/XTKS:7203/predictions").json()
     assert jp["count"] == 1 and jp["currency"] == "JPY"
     _assert_error(client.get("/v1/symbols/AAPL/predictions",

@@ -10,13 +10,15 @@ while a malformed source name is a 422. Try it: ``curl localhost:8000/v1/symbols
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
+from miraikakaku import rowkeys
 from serving.app.api.deps import CurrentUser, DateRangeDep, InstrumentDep, SettingsDep, StoreDep
 from serving.app.api.errors import ERROR_RESPONSES, NotFound
 from serving.app.models import ROLE_PERMISSIONS, Role
+from serving.app.pagination import CursorQuery, bars_after, encode_cursor, predictions_after
 from serving.app.schemas import (
     BarPublic,
     BarsPublic,
@@ -34,6 +36,10 @@ __all__ = ["router", "best_source"]
 router = APIRouter(prefix="/v1/symbols", tags=["symbols"], responses=ERROR_RESPONSES)
 
 LimitQuery = Annotated[int, Query(ge=1, le=10_000, description="Maximum rows (1-10000).")]
+IntervalQuery = Annotated[
+    Literal["1d", "1h", "1m", "1s"],
+    Query(description="Bar interval: `1d` daily (default); `1h`, `1m`, `1s` intraday bars "
+                      "(streaming mode).")]
 SourceQuery = Annotated[
     str | None,
     Query(pattern=r"^[A-Za-z0-9_.\-]{1,32}$",
@@ -101,12 +107,16 @@ async def read_quote(*, instrument: InstrumentDep, store: StoreDep, user: Curren
 @router.get("/{symbol}/bars", response_model=BarsPublic, summary="Daily bars")
 async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: SettingsDep,
                     dates: DateRangeDep, source: SourceQuery = None,
+                    interval: IntervalQuery = "1d", cursor: CursorQuery = None,
                     limit: LimitQuery = 1000) -> BarsPublic:
-    """Daily bars with ``start <= session_date <= end`` from one source, oldest first.
+    """Bars of one interval (daily by default) with ``start <= session_date <= end`` from one
+    source, oldest first.
 
-    At most ``limit`` bars are returned, the earliest of the range; page by moving ``start``
-    past the last ``session_date`` received.
+    At most ``limit`` bars per page; ``next_cursor`` (null on the last page) passed back as
+    ``cursor`` with the same filters returns the next page. Intraday keys hold the bar start's
+    UTC date, which ``start``/``end`` select on for intraday intervals.
     """
+    after = bars_after(cursor, instrument.instrument_id, interval)
     available = await run_store(store.sources, instrument.instrument_id)
     if source is None:
         chosen = best_source(available, settings.source_priority)
@@ -117,19 +127,38 @@ async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: Set
                            f"available: {', '.join(sorted(available)) or 'none'}")
     rows: list[BarRow] = []
     if chosen is not None:
-        rows = await run_store(store.get_bars, instrument.instrument_id, start=dates.start,
-                               end=dates.end, source=chosen, limit=limit)
+        rows = await run_store(store.get_bars, instrument.instrument_id, interval=interval,
+                               start=dates.start, end=dates.end, source=chosen,
+                               limit=limit + 1, after=after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor((rows[-1].row_key, rows[-1].source))
     data = [BarPublic.model_validate(r) for r in rows]
     return BarsPublic(instrument_id=instrument.instrument_id, symbol=instrument.symbol,
-                      source=chosen, currency=instrument.currency, data=data, count=len(data))
+                      source=chosen, currency=instrument.currency, data=data, count=len(data),
+                      next_cursor=next_cursor)
 
 
 @router.get("/{symbol}/predictions", response_model=PredictionsPublic, summary="Predictions")
 async def read_predictions(*, instrument: InstrumentDep, store: StoreDep, dates: DateRangeDep,
+                           cursor: CursorQuery = None,
                            limit: LimitQuery = 1000) -> PredictionsPublic:
-    """Next-session forecasts with ``start <= as_of_date <= end``, oldest first (all models)."""
+    """Next-session forecasts with ``start <= as_of_date <= end``, oldest first (all models).
+
+    At most ``limit`` per page; pass ``next_cursor`` back as ``cursor`` for the next page.
+    """
+    after = predictions_after(cursor, instrument.instrument_id)
     rows = await run_store(store.get_predictions, instrument.instrument_id, start=dates.start,
-                           end=dates.end, limit=limit)
+                           end=dates.end, limit=limit + 1, after=after)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor((rowkeys.prediction_key(last.instrument_id, "1d",
+                                                             last.as_of_date, last.role),
+                                     last.model_name, last.model_version))
     data = [PredictionPublic.model_validate(r) for r in rows]
     return PredictionsPublic(instrument_id=instrument.instrument_id, symbol=instrument.symbol,
-                             currency=instrument.currency, data=data, count=len(data))
+                             currency=instrument.currency, data=data, count=len(data),
+                             next_cursor=next_cursor)
