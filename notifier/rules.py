@@ -287,6 +287,10 @@ class RuleBook:
         """Enabled rules on ``instrument_id`` (empty list when none)."""
         return self._by_instrument.get(instrument_id, [])
 
+    def rules(self) -> list[RuleSpec]:
+        """Every enabled rule held."""
+        return list(self._by_id.values())
+
     def get(self, rule_id: int) -> RuleSpec | None:
         """The enabled rule ``rule_id``, or None."""
         return self._by_id.get(rule_id)

@@ -48,7 +48,14 @@ from notifier.rules import (
 )
 from notifier.sources import EventSource, OutboxSource
 from serving.app.db import Database
-from serving.app.models import ConsumerOffset, Delivery, Notification, User, utcnow
+from serving.app.models import (
+    AlertRule,
+    ConsumerOffset,
+    Delivery,
+    Notification,
+    User,
+    utcnow,
+)
 
 __all__ = ["CONSUMER", "NotifySummary", "Notifier", "run_notifier", "notification_context",
            "insert_notification", "read_offset", "add_notify_parser", "run_notify_command"]
@@ -189,6 +196,7 @@ class Notifier:
         self.matcher = RuleMatcher(self.book, BarHistory(self._load_bars))
         self.summary = NotifySummary()
         self._instruments: dict[str, Any] = {}
+        self._pending_deliveries = 0
 
     # -- serving store lookups ---------------------------------------------------------------
     def _serving_store(self) -> Any:
@@ -242,38 +250,72 @@ class Notifier:
 
     # -- one batch ---------------------------------------------------------------------------
     def step(self) -> int:
-        """Process one batch (rules refreshed first); returns the number of events read."""
+        """Process one batch (rules refreshed first); returns the number of events read.
+
+        On an error the batch is undone: the source goes back to the last committed position
+        and the rules' in-memory cooldowns to what they were, then the error propagates.
+        """
         with self.db.session() as s:
             self.book.refresh(s)
         self.summary.rule_reloads = self.book.reloads
         batch = self.source.read(self.batch_size)
         if not batch:
             return 0
+        cooldowns = {r.id: r.last_fired_at for r in self.book.rules()}
+        try:
+            return self._process(batch)
+        except BaseException:
+            self.source.seek(self.summary.position)
+            for r in self.book.rules():
+                if r.id in cooldowns:
+                    r.last_fired_at = cooldowns[r.id]
+            raise
+
+    def _process(self, batch: list[tuple[int, Any]]) -> int:
         matches: list[Match] = []
+        topics: collections.Counter = collections.Counter()
         for _, event in batch:
-            self.summary.events[event.topic] += 1
-            matches.extend(self.matcher.match(event))
+            topics[event.topic] += 1
+            ms = self.matcher.match(event)
+            self.matcher.fired(ms)  # the cooldown applies to later events of the batch too
+            matches.extend(ms)
         position = batch[-1][0]
         fired: list[Match] = []
+        counts: collections.Counter = collections.Counter()
+        self._pending_deliveries = 0
         with self.db.session() as s:
             for m in matches:
-                if self._notify(s, m):
+                outcome = self._notify(s, m)
+                counts[outcome] += 1
+                if outcome == "notified":
                     fired.append(m)
-            self.matcher.fired(matches)
-            save_last_fired(s, {id(m.rule): m.rule for m in matches}.values())
+            save_last_fired(s, {m.rule.id: m.rule for m in matches}.values())
             self._store_position(s, position)
         self.source.commit(position)
-        self.summary.matched += len(matches)
-        self.summary.batches += 1
-        self.summary.position = position
+        sm = self.summary
+        sm.events.update(topics)
+        sm.matched += len(matches)
+        sm.notified += counts["notified"]
+        sm.duplicates += counts["duplicate"]
+        sm.deliveries += self._pending_deliveries
+        self._pending_deliveries = 0
+        sm.batches += 1
+        sm.position = position
         if self.deliver and fired:
-            self.summary.sent += self._deliver()
+            sm.sent += self._deliver()
         return len(batch)
 
-    def _notify(self, s: Session, m: Match) -> bool:
+    def _notify(self, s: Session, m: Match) -> str:
+        """Write the notification of one match; returns ``notified``, ``duplicate`` or
+        ``skipped`` (rule deleted or disabled since the last reload, user inactive)."""
+        # Lock the rule row (PostgreSQL): a concurrent delete waits for this transaction, so
+        # the notification's rule_id never points at a deleted rule.
+        rule = s.get(AlertRule, m.rule.id, with_for_update=True)
+        if rule is None or not rule.enabled:
+            return "skipped"
         user = s.get(User, m.rule.user_id)
         if user is None or not user.is_active:
-            return False
+            return "skipped"
         inst = self._instrument(m.event.instrument_id)
         context = notification_context(
             m, symbol=getattr(inst, "symbol", None), currency=getattr(inst, "currency", None),
@@ -291,17 +333,15 @@ class Notifier:
             "body": body, "locale": locale, "value": _jsonable(float(m.value)),
             "event_time": m.event.event_time, "payload": payload})
         if nid is None:
-            self.summary.duplicates += 1
-            return False
-        self.summary.notified += 1
+            return "duplicate"
         channels = set(m.rule.channels)
         for channel in EXTERNAL_CHANNELS:
             wanted = channel in channels and (
                 user.email_notifications if channel == "email" else bool(user.webhook_url))
             if wanted:
                 s.add(Delivery(notification_id=nid, channel=channel))
-                self.summary.deliveries += 1
-        return True
+                self._pending_deliveries += 1
+        return "notified"
 
     def _deliver(self) -> int:
         try:

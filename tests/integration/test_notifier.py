@@ -184,3 +184,39 @@ def test_rules_created_and_disabled_while_running_apply_without_restart(env, aap
         stop.set()
         thread.join(30)
     assert result["s"].rule_reloads >= 3
+
+
+def test_cooldown_applies_within_one_batch_and_a_deleted_rule_is_skipped(env, aapl, closes):
+    settings, db, store = env
+    inst, events = aapl
+    dave = ensure_user(db, "dave@example.com")
+    times = {e.session_date: e.event_time for e in events}
+    best = None  # the level AAPL crosses upward most often: a flapping series
+    for level in range(int(closes.min()) + 1, int(closes.max())):
+        ups = crossings(closes, float(level), events[1].session_date, events[-1].session_date)
+        if best is None or len(ups) > len(best[1]):
+            best = (float(level), ups)
+    level, ups = best
+    cooldown = 30 * 86_400
+    kept, last = [], None
+    for d in ups:
+        if last is None or (times[d] - last).total_seconds() >= cooldown:
+            kept.append(d)
+            last = times[d]
+    assert len(kept) < len(ups)
+    flappy = add_rule(db, dave, "price_above", {"level": level}, cooldown=cooldown)
+    doomed = add_rule(db, dave, "price_below", {"level": level})
+    store.write_batch([inst, *events])
+
+    from notifier.service import Notifier
+
+    notifier = Notifier(db, settings, batch_size=100_000, deliver=False)
+    notifier.start()
+    with db.session() as s:  # deleted after the notifier loaded it
+        s.delete(s.get(AlertRule, doomed))
+    notifier.drain()
+    assert notifier.summary.batches == 1
+    got = [n.payload["session_date"] for n in inbox(db, dave)]
+    assert got == [d.isoformat() for d in kept]
+    with db.session() as s:
+        assert s.get(AlertRule, flappy).last_fired_at.date() == kept[-1]
