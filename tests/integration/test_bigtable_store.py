@@ -432,3 +432,93 @@ def test_a_failed_mutation_raises_and_a_bad_record_writes_nothing(bigtable_emula
     with pytest.raises(TypeError):
         bt.write_batch([records.events[0], object()])
     assert count_cells(bt) == 0
+
+
+# -- keyset pagination (issue 5): the ``after`` key, on both stores --------------------------------
+def _walk(fetch, key, page: int) -> list:
+    """Every row of ``fetch(limit, after)`` page by page, continuing after ``key(last row)``."""
+    out, after = [], None
+    for _ in range(10_000):  # a store that ignored ``after`` would repeat the first page
+        rows = fetch(page, after)
+        assert len(rows) <= page
+        assert not rows or not out or key(rows[0]) != key(out[-1])
+        out.extend(rows)
+        if len(rows) < page:
+            return out
+        after = key(rows[-1])
+    raise AssertionError("paging did not end")
+
+
+def test_keyset_paging_equals_the_unpaged_scan(store, records):
+    def bar_key(b):
+        return (b.row_key, b.source)
+
+    # Toyota: three sources per row, so pages end in the middle of a row
+    for instrument, interval, kwargs in ((TOYOTA, "1d", {}), (AAPL, "1d", {}),
+                                         (TOYOTA, "1d", {"source": "mlbot"}),
+                                         (IBM, "tick", {})):
+        full = store.get_bars(instrument, interval=interval, limit=1_000_000, **kwargs)
+        assert len(full) > 100
+        for page in (1, 37):
+            if page == 1 and len(full) > 400:
+                continue
+            paged = _walk(lambda n, a, i=instrument, v=interval, k=kwargs: store.get_bars(
+                i, interval=v, limit=n, after=a, **k), bar_key, page)
+            assert paged == full, (instrument, interval, kwargs, page)
+    start, end = dt.date(2018, 1, 1), dt.date(2018, 3, 31)
+    ranged = store.get_bars(TOYOTA, start=start, end=end)
+    assert _walk(lambda n, a: store.get_bars(TOYOTA, start=start, end=end, limit=n, after=a),
+                 bar_key, 10) == ranged
+
+    def pred_key(p):
+        return (rowkeys.prediction_key(p.instrument_id, "1d", p.as_of_date, p.role),
+                p.model_name, p.model_version)
+
+    preds = store.get_predictions(AAPL)
+    assert len({p.model_version for p in preds}) == 2  # two per row: pages split rows
+    assert _walk(lambda n, a: store.get_predictions(AAPL, limit=n, after=a), pred_key, 3) == preds
+
+    def alert_key_of(a):
+        return (a.event_time, a.alert_id)
+
+    alerts = store.get_alerts(limit=10_000)
+    assert _walk(lambda n, a: store.get_alerts(limit=n, after=a), alert_key_of, 4) == alerts
+    since = dt.datetime(2018, 1, 1, tzinfo=UTC)
+    toyota = store.get_alerts(instrument_id=TOYOTA, since=since)
+    assert _walk(lambda n, a: store.get_alerts(instrument_id=TOYOTA, since=since, limit=n,
+                                               after=a), alert_key_of, 2) == toyota
+
+
+def test_api_pages_bars_from_the_bigtable_store(stores, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from miraikakaku.settings import Settings
+    from serving.app.main import create_app
+    from tests.api.tokens import auth_header, make_user_token
+
+    settings = Settings(env="test", data_dir=tmp_path, source_priority=list(PRIORITY),
+                        database_url=f"sqlite:///{tmp_path / 'app.db'}",
+                        rate_limit_per_minute=100_000, rate_limit_ip_per_minute=100_000)
+    app = create_app(settings, store=stores["bigtable"])
+    with TestClient(app) as c:
+        _, token = make_user_token(app, email="bigtable-pager@example.com")
+        headers = auth_header(token)
+        for symbol, params in (("AAPL", {}), ("7203.T", {"source": "yfinance"}),
+                               ("7203.T", {"start": "2018-01-01", "end": "2018-04-30"})):
+            full = c.get(f"/v1/symbols/{symbol}/bars", params={**params, "limit": 10_000},
+                         headers=headers).json()
+            assert full["count"] > 50 and full["next_cursor"] is None
+            items, cursor, pages = [], None, 0
+            while True:
+                query = {**params, "limit": 40, **({"cursor": cursor} if cursor else {})}
+                body = c.get(f"/v1/symbols/{symbol}/bars", params=query, headers=headers).json()
+                items.extend(body["data"])
+                pages += 1
+                cursor = body["next_cursor"]
+                if cursor is None:
+                    break
+            assert items == full["data"], (symbol, params)
+            assert pages == -(-full["count"] // 40)
+        assert c.get("/v1/symbols/AAPL/bars", params={"cursor": "bm90LWEtY3Vyc29y"},
+                     headers=headers).status_code == 422
+        assert c.get("/readyz").json()["checks"]["store"] == "ok"
