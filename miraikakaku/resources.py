@@ -38,6 +38,7 @@ __all__ = [
     "SubscriptionSpec",
     "DEFAULT_TOPICS",
     "DEFAULT_SUBSCRIPTIONS",
+    "NOTIFY_SUBSCRIPTIONS",
     "init_gcp",
     "add_init_gcp_parser",
     "run_init_gcp",
@@ -71,20 +72,32 @@ class SubscriptionSpec:
     ack_deadline_seconds: int = 60
 
 
-DEFAULT_TOPICS = ("prices", "alerts", "prices-dead-letter", "prices-undeliverable")
+DEFAULT_TOPICS = ("prices", "alerts", "prices-dead-letter", "prices-undeliverable",
+                  "prices-validated", "predictions")
 """Price events in, alert events out, the pipeline's dead letters (with step and reason, for
 ``miraikakaku deadletters``), and messages Pub/Sub itself gave up delivering (its dead-letter
-policy forwards the raw message, which is a different shape, so it gets its own topic)."""
+policy forwards the raw message, which is a different shape, so it gets its own topic). For the
+notifier, the pipeline also publishes the validated price events it stores
+(``--prices_topic .../prices-validated``) and its predictions (``--predictions_topic
+.../predictions``) in ``notifier.events``' wire format."""
 
 DEFAULT_SUBSCRIPTIONS = (
     SubscriptionSpec("prices-streaming", "prices", ordered=True,
                      dead_letter_topic="prices-undeliverable"),
     SubscriptionSpec("alerts-notifier", "alerts"),
     SubscriptionSpec("prices-dead-letter-inspect", "prices-dead-letter"),
+    SubscriptionSpec("prices-notify", "prices-validated"),
+    SubscriptionSpec("predictions-notify", "predictions"),
+    SubscriptionSpec("alerts-notify", "alerts"),
 )
 """The streaming pipeline reads ``prices-streaming``; the notifier ``alerts-notifier``;
 ``miraikakaku deadletters`` ``prices-dead-letter-inspect`` (created up front, since Pub/Sub only
-keeps messages for subscriptions that exist when they are published)."""
+keeps messages for subscriptions that exist when they are published). The notification service
+(``notifier.pubsub_source.PubSubSource``) reads ``prices-notify``, ``predictions-notify`` and
+``alerts-notify`` (``NOTIFY_SUBSCRIPTIONS``)."""
+
+NOTIFY_SUBSCRIPTIONS = ("prices-notify", "predictions-notify", "alerts-notify")
+"""The subscriptions ``miraikakaku notify`` reads in Google Cloud mode."""
 
 
 def emulator_detected() -> bool:

@@ -10,6 +10,9 @@ Graph (stable step labels, so Dataflow ``--update`` works)::
       → TrackPredictions (streaming: each prediction scored against its target session's bar;
         bounded runs: the batch job ``miraikakaku track``)
     everything (bars, flags, predictions, alerts, instruments, dead letters) → WriteToServingStore
+    optional Pub/Sub: alerts → PublishAlerts (--alerts_topic); stored price events and
+      predictions → PublishPrices / PublishPredictions (--prices_topic, --predictions_topic: the
+      notifier's events, notifier.events wire format); dead letters → PublishDeadLetters
 
 Run it: ``miraikakaku run`` (defaults: the S&P 500 five-year file and the Tokyo daily file in
 ../shared/data, DirectRunner, the latest trained model) or ``miraikakaku run --input my.csv``.
@@ -149,6 +152,15 @@ class PriceOptions(PipelineOptions):
         parser.add_argument("--alerts_topic", default=None,
                             help="Pub/Sub topic (projects/P/topics/T) for alert events. "
                                  "Default: none (embedded outbox table only).")
+        parser.add_argument("--prices_topic", default=None,
+                            help="Pub/Sub topic (projects/P/topics/T) for the validated price "
+                                 "events the store receives, in the notifier's wire format "
+                                 "(notifier.events; init-gcp creates prices-validated). "
+                                 "Default: none (embedded outbox table only).")
+        parser.add_argument("--predictions_topic", default=None,
+                            help="Pub/Sub topic (projects/P/topics/T) for predictions, in the "
+                                 "notifier's wire format (init-gcp creates predictions). "
+                                 "Default: none (embedded outbox table only).")
         parser.add_argument("--dead_letter_topic", default=None,
                             help="Pub/Sub topic for unparseable messages. Default: none.")
         parser.add_argument("--allowed_lateness_seconds", type=float, default=60.0,
@@ -234,6 +246,8 @@ class _Resolved:
     vertex_fallback: bool = True
     challenger_uri: str | None = None
     challenger_share: float = 0.0
+    prices_topic: str | None = None
+    predictions_topic: str | None = None
 
     @property
     def store_path(self) -> str:
@@ -292,9 +306,16 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
         project = opts.view_as(GoogleCloudOptions).project
         bq = po.bq_dataset if ":" in po.bq_dataset or not project else \
             f"{project}:{po.bq_dataset}"
+    for flag, topic in (("--prices_topic", po.prices_topic),
+                        ("--predictions_topic", po.predictions_topic)):
+        if topic and (not topic.startswith("projects/") or "/topics/" not in topic):
+            raise ValueError(f"{flag} must look like projects/P/topics/T, got {topic!r}")
+    if po.predictions_topic and model_uri is None:
+        raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
     return _Resolved(specs, po.subscription, store, priority, rules, model_uri,
                      settings.model_name, model_version, window, not std.streaming, bq,
-                     po.alerts_topic, po.dead_letter_topic, **inference)
+                     po.alerts_topic, po.dead_letter_topic, **inference,
+                     prices_topic=po.prices_topic, predictions_topic=po.predictions_topic)
 
 
 def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
@@ -435,11 +456,33 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
 
         (tuple(alerts) | "FlattenAlerts" >> beam.Flatten()
          | "PublishAlerts" >> PublishAlerts(r.alerts_topic))
+    if r.prices_topic or r.predictions_topic:
+        from transforms.sinks import PublishEvents
+
+        # the notifier's events in Google Cloud mode: what the embedded store's outbox gets
+        if r.prices_topic:
+            (records | "SelectPriceEvents" >> beam.Filter(_is_price_event)
+             | "PublishPrices" >> PublishEvents(r.prices_topic))
+        if r.predictions_topic:
+            (records | "SelectPredictions" >> beam.Filter(_is_prediction)
+             | "PublishPredictions" >> PublishEvents(r.predictions_topic))
     if r.dead_letter_topic:
         from transforms.sinks import PublishDeadLetters
 
         ((parsed.dead_letters, valid.dead_letters) | "FlattenDeadLetters" >> beam.Flatten()
          | "PublishDeadLetters" >> PublishDeadLetters(r.dead_letter_topic))
+
+
+def _is_price_event(record) -> bool:
+    from miraikakaku.schema import PriceEvent
+
+    return isinstance(record, PriceEvent)
+
+
+def _is_prediction(record) -> bool:
+    from miraikakaku.schema import Prediction
+
+    return isinstance(record, Prediction)
 
 
 def _counters(result) -> dict[tuple[str, str], int]:
@@ -681,7 +724,13 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     with _LiveProgress(total, r.model_uri is not None, show_progress):
         result = p.run()
         result.wait_until_finish()
-    summary = _summarize(_counters(result), r, time.perf_counter() - t0)
+    counts = _counters(result)
+    # With a Pub/Sub sink in the graph (--alerts_topic, --prices_topic, ...) the DirectRunner
+    # runs the bundle-based runner, whose metrics lose the sink steps' counters (bars_stored
+    # read 0 with 112 bars stored); its DoFns ran in this process, so the local mirror has them.
+    for key, value in progress.counters().items():
+        counts[key] = max(counts.get(key, 0), value)
+    summary = _summarize(counts, r, time.perf_counter() - t0)
     runs = settings.data_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -27,7 +27,7 @@ from stores.sqlite import SqliteServingStore
 from transforms import progress
 
 __all__ = ["WriteToServingStore", "WriteDeadLetters", "WriteToBigtableStore", "PublishAlerts",
-           "PublishDeadLetters"]
+           "PublishDeadLetters", "PublishEvents"]
 
 
 class _RecordCounter:
@@ -250,6 +250,37 @@ class PublishAlerts(beam.PTransform):
         from apache_beam.io.gcp.pubsub import WriteToPubSub
 
         return (alerts | "ToMessage" >> beam.Map(_alert_message)
+                | "Publish" >> WriteToPubSub(self._topic, with_attributes=True))
+
+
+def _event_message(record):
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    from notifier.events import encode_event, event_id_of
+
+    topic, payload = encode_event(record)
+    when = getattr(record, "event_time", None) or getattr(record, "as_of_time", None)
+    return PubsubMessage(payload.encode(), {
+        "event_topic": topic, "event_id": event_id_of(record)[:1024],
+        "instrument_id": record.instrument_id, "event_time": when.isoformat()})
+
+
+class PublishEvents(beam.PTransform):
+    """``PCollection[PriceEvent | Prediction | AlertEvent]`` → a Pub/Sub topic, in the
+    notifier's wire format (``notifier.events.encode_event``: the same JSON the embedded
+    outbox holds; ``decode_event`` reads it back). Attributes: ``event_topic`` (``prices``,
+    ``predictions`` or ``alerts``), ``event_id`` (stable: consumers deduplicate by it),
+    ``instrument_id``, ``event_time`` (a prediction's ``as_of_time``). The notifier reads the
+    topic through a subscription with ``notifier.pubsub_source.PubSubSource``."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, records):
+        from apache_beam.io.gcp.pubsub import WriteToPubSub
+
+        return (records | "ToMessage" >> beam.Map(_event_message)
                 | "Publish" >> WriteToPubSub(self._topic, with_attributes=True))
 
 
