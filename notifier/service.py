@@ -401,6 +401,7 @@ def run_notifier(settings: Settings, *, once: bool = False, from_start: bool = F
         while stop is None or not stop.is_set():
             n = notifier.step()
             if n and progress is not None:
+                notifier.summary.seconds = time.perf_counter() - t0
                 progress(notifier.summary)
             if n:
                 continue
@@ -467,10 +468,10 @@ def run_notify_command(args: Any) -> int:
 
     def progress(s: NotifySummary) -> None:
         if args.progress:
-            console.print(f"  {s.line()}")
+            console.print(f"  {s.line()}", soft_wrap=True)
 
     summary = run_notifier(settings, once=args.once, from_start=args.from_start,
                            poll_seconds=args.poll_seconds, batch_size=args.batch_size,
                            progress=progress)
-    console.print(f"[bold]done[/bold]: {summary.line()}")
+    console.print(f"[bold]done[/bold]: {summary.line()}", soft_wrap=True)
     return 0

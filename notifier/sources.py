@@ -60,7 +60,7 @@ class OutboxSource:
 
     def __init__(self, store_path: str | Path, topics: tuple[str, ...] = TOPICS) -> None:
         self.path = Path(store_path)
-        self.name = f"outbox:{self.path}"
+        self.name = f"outbox:{self.path.resolve()}"
         self.topics = tuple(topics)
         self.position = 0
         self.skipped = 0
