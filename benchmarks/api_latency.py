@@ -18,6 +18,14 @@ Both share the machine's cores with each other.
 Reference: ``/healthz`` on the same server is the floor (uvicorn + FastAPI + one store ping);
 the goal is p99 < 50 ms at 200 requests/s for quote, bars and predictions.
 
+Authentication: the market routes need a login, so the benchmark creates an ``analyst`` and a
+``user`` account in the server's application database (``data_dir/app.db``) through
+``serving.app.accounts`` and sends their signed access tokens (``Authorization: Bearer``); every
+data request therefore includes the JWT check and the user's database lookup. ``quote`` is the
+analyst's real-time quote, ``quote_delayed`` the user's delayed one (the latest bar at least
+``quote_delay_minutes`` old: a key-range query instead of the latest-quote row). The per-user
+and per-IP rate limits are raised out of the way (they are still evaluated on every request).
+
 Run: ``flock /tmp/bench.lock .venv/bin/python -m benchmarks.api_latency [--quick]
 [--rates 100,200,500] [--seconds 15]``. ``--profile`` runs the server under pyinstrument and
 writes ``benchmarks/results/api_latency_profile.txt``.
@@ -30,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -39,7 +48,7 @@ from pathlib import Path
 
 from benchmarks._output import RESULTS, now_iso, percentiles, write_results
 
-__all__ = ["ENDPOINTS", "build_store", "drive", "main"]
+__all__ = ["ENDPOINTS", "ROLES", "build_store", "create_tokens", "drive", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 US = ("AAPL", "MSFT", "IBM", "JPM", "XOM", "GE", "KO", "NVDA", "AMZN", "GOOG", "LNT", "NWL",
@@ -48,10 +57,49 @@ JPS = ("7203.T", "6758.T", "9984.T", "8306.T", "1321.T", "N225")
 ENDPOINTS = {
     "healthz": "/healthz",
     "quote": "/v1/symbols/AAPL/quote",
+    "quote_delayed": "/v1/symbols/AAPL/quote",
     "bars_1y": "/v1/symbols/AAPL/bars?start=2017-02-08&end=2018-02-07",
     "predictions_1y": "/v1/symbols/AAPL/predictions?start=2017-02-08&end=2018-02-07",
 }
 """Endpoint label → path; the data ends 2018-02-07, so the ranges are its last year."""
+ROLES = {"quote_delayed": "user"}
+"""Endpoint label → role of the account that calls it (default ``analyst``)."""
+TOKENS_ENV = "MIRAIKAKAKU_BENCH_TOKENS"
+"""Environment variable that hands the load generator the access tokens (JSON role → token)."""
+
+
+def create_tokens(data_dir: Path, secret: str, minutes: float = 240.0) -> dict[str, str]:
+    """Create an ``analyst`` and a ``user`` account in the application database of
+    ``data_dir`` (migrated first) and sign access tokens for them under ``secret``.
+
+    Returns:
+        Role → access token (valid ``minutes``).
+    """
+    from miraikakaku.settings import Settings
+    from serving.app import accounts
+    from serving.app.core.security import create_access_token
+    from serving.app.db import Database
+
+    settings = Settings(data_dir=data_dir)
+    db = Database.connect(settings.app_database_url)
+    tokens = {}
+    try:
+        for role in ("analyst", "user"):
+            with db.session() as session:
+                user = accounts.create_user(session, email=f"bench-{role}@example.com",
+                                            password=f"bench {role} password", role=role)
+                tokens[role], _ = create_access_token(
+                    user_id=user.id, role=role, token_version=user.token_version, secret=secret,
+                    minutes=minutes)
+    finally:
+        db.close()
+    return tokens
+
+
+def _auth(tokens: dict[str, str], label: str) -> dict[str, str]:
+    if label == "healthz":
+        return {}
+    return {"Authorization": f"Bearer {tokens[ROLES.get(label, 'analyst')]}"}
 
 
 def build_store(data_dir: Path, quick: bool) -> dict:
@@ -88,10 +136,12 @@ def build_store(data_dir: Path, quick: bool) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-async def drive(url: str, rate: float, seconds: float, timeout: float = 10.0) -> dict:
+async def drive(url: str, rate: float, seconds: float, timeout: float = 10.0,
+                headers: dict[str, str] | None = None) -> dict:
     """Open-loop load: GET ``url`` at ``t0 + i / rate`` for ``seconds``; latencies from the
     scheduled times. The client is aiohttp (C HTTP parser): httpx needed more CPU than the
-    server per 252-bar response and became the bottleneck.
+    server per 252-bar response and became the bottleneck. ``headers`` go with every request
+    (the bearer token).
 
     Returns:
         ``offered_rps``, ``requests``, ``ok``, ``errors``, ``achieved_rps`` (answers / span from
@@ -108,7 +158,8 @@ async def drive(url: str, rate: float, seconds: float, timeout: float = 10.0) ->
     ends: list[float] = []
     connector = aiohttp.TCPConnector(limit=512)
     client_timeout = aiohttp.ClientTimeout(total=timeout)
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout,
+                                     headers=headers) as session:
         warm_until = clock() + 60.0  # the server may still answer an earlier overload
         warmed = 0
         while warmed < 5 and clock() < warm_until:  # warm the connection and the route
@@ -163,9 +214,11 @@ def _loadgen(argv: list[str]) -> int:
     import uvloop
 
     base, server_pid, rate, seconds, *labels = argv
+    tokens = json.loads(os.environ.get(TOKENS_ENV, "{}"))
     for label in labels:
         s0, c0 = _cpu_seconds(int(server_pid)), time.process_time()
-        r = uvloop.run(drive(base + ENDPOINTS[label], float(rate), float(seconds)))
+        r = uvloop.run(drive(base + ENDPOINTS[label], float(rate), float(seconds),
+                             headers=_auth(tokens, label)))
         s1, c1 = _cpu_seconds(int(server_pid)), time.process_time()
         r["server_cpu_ms_per_req"] = round((s1 - s0) * 1000 / r["requests"], 2)
         r["client_cpu_ms_per_req"] = round((c1 - c0) * 1000 / r["requests"], 2)
@@ -186,14 +239,17 @@ def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> N
     raise TimeoutError(f"{base}/healthz not healthy after {timeout:.0f} s")
 
 
-def _check_data(base: str) -> dict:
+def _check_data(base: str, tokens: dict[str, str]) -> dict:
     counts = {}
     for label, path in ENDPOINTS.items():
-        with urllib.request.urlopen(base + path, timeout=10) as r:
+        request = urllib.request.Request(base + path, headers=_auth(tokens, label))
+        with urllib.request.urlopen(request, timeout=10) as r:
             body = json.loads(r.read())
         counts[label] = body.get("count", 1)
         if label != "healthz" and not counts[label]:
             raise RuntimeError(f"{path} returned no data: {body}")
+        if label.startswith("quote") and body["delayed"] != (label == "quote_delayed"):
+            raise RuntimeError(f"{label}: unexpected entitlement {body}")
     return counts
 
 
@@ -218,11 +274,17 @@ def main(argv=None) -> int:
         data_dir = Path(tmp) / "var"
         setup = build_store(data_dir, args.quick)
         print("store:", json.dumps(setup), flush=True)
+        secret = secrets.token_urlsafe(48)
+        tokens = create_tokens(data_dir, secret)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "MIRAIKAKAKU_DATA_DIR": str(data_dir),
                "MIRAIKAKAKU_API_HOST": "127.0.0.1", "MIRAIKAKAKU_API_PORT": str(port),
-               "TF_USE_LEGACY_KERAS": "1"}
+               "TF_USE_LEGACY_KERAS": "1", "MIRAIKAKAKU_SECRET_KEY": secret,
+               "MIRAIKAKAKU_RATE_LIMIT_PER_MINUTE": "100000000",
+               "MIRAIKAKAKU_RATE_LIMIT_IP_PER_MINUTE": "100000000",
+               TOKENS_ENV: json.dumps(tokens)}
+        env.pop("MIRAIKAKAKU_DATABASE_URL", None)  # the app database is data_dir/app.db
         profile_out = RESULTS / "api_latency_profile.txt"
         cmd = [sys.executable, "-m", "serving.app.server"]
         if args.profile:
@@ -234,7 +296,7 @@ def main(argv=None) -> int:
         rows: list[dict] = []
         try:
             _wait_healthy(base, server)
-            counts = _check_data(base)
+            counts = _check_data(base, tokens)
             for rate in rates:
                 out = subprocess.run(
                     [sys.executable, "-m", "benchmarks.api_latency", "--loadgen", base,
@@ -277,7 +339,9 @@ def _goals(rows: list[dict], setup: dict) -> tuple[list[dict], list[str]]:
     notes = [f"store: real pipeline run on {setup['symbols']} daily tickers "
              f"({setup['events']} events, {setup['bars']} bars, {setup['predictions']} "
              "predictions, tiny 1-epoch LSTM); "
-             "server: uvicorn 1 worker (as `miraikakaku serve`, access log on); load: open-loop "
+             "server: uvicorn 1 worker (as `miraikakaku serve`, access log on); data requests "
+             "carry a bearer token (JWT check + user lookup in the SQLite app database; "
+             "quote_delayed: a `user` account, delayed-quote query); load: open-loop "
              "aiohttp/uvloop client in a separate process, latency from the scheduled send time",
              "server and load generator share the machine's cores: at high rates part of the "
              "latency is the client's own CPU (send_lag_p99_ms shows how late it sent)"]
