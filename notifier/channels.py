@@ -57,6 +57,7 @@ Run it: ``miraikakaku notify`` calls ``deliver_due`` in its loop; by hand::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import email.utils
@@ -66,10 +67,11 @@ import json
 import logging
 import random
 import smtplib
+import sys
 import time
 from collections.abc import Iterable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from sqlalchemy import select, update
@@ -81,7 +83,8 @@ from serving.app.models import Delivery, DeliveryStatus, Notification, User, utc
 
 __all__ = ["deliver_due", "verify_signature", "sign", "backoff_seconds", "dead_letters",
            "requeue", "DeadLetter", "DeliveryFailed", "CHANNELS", "SIGNATURE_HEADER",
-           "TIMESTAMP_HEADER", "DELIVERY_HEADER", "CLAIM_LEASE_SECONDS"]
+           "TIMESTAMP_HEADER", "DELIVERY_HEADER", "CLAIM_LEASE_SECONDS",
+           "add_deadletters_parser", "run_deadletters_command"]
 
 log = logging.getLogger(__name__)
 
@@ -503,3 +506,49 @@ def requeue(db: Database, delivery_ids: Iterable[int], *, now: dt.datetime | Non
             .execution_options(synchronize_session=False))
     with db.session() as s:
         return s.execute(stmt).rowcount
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_deadletters_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``deadletters`` (list or requeue dead deliveries) to a sub-parsers object, e.g. the
+    ``miraikakaku notify`` parser's: ``miraikakaku notify deadletters [--requeue ID ...]``."""
+    p = subparsers.add_parser(
+        "deadletters", help="List email/webhook deliveries that were given up; --requeue "
+                            "sends them again.",
+        description="Deliveries that failed permanently (HTTP 4xx, SMTP 5xx, invalid URL) or "
+                    "transiently MIRAIKAKAKU_WEBHOOK_MAX_ATTEMPTS times stay in the deliveries "
+                    "table with status dead and their last error. List them, fix the cause, "
+                    "then requeue them (a fresh attempt budget).")
+    p.add_argument("--user-id", type=int, default=None, help="Only this user's. Default: all.")
+    p.add_argument("--limit", type=int, default=50, help="At most this many. Default: 50.")
+    p.add_argument("--requeue", type=int, nargs="+", metavar="DELIVERY_ID", default=None,
+                   help="Make these dead deliveries pending again instead of listing.")
+    return p
+
+
+def run_deadletters_command(args: argparse.Namespace, settings: Settings | None = None, *,
+                            out: TextIO | None = None) -> int:
+    """Run ``deadletters`` with parsed arguments; returns the exit code (1: nothing requeued).
+
+    One line per dead delivery: ``id channel user notification attempts event time, title,
+    last error``.
+    """
+    from miraikakaku.settings import get_settings
+
+    out = out or sys.stdout
+    settings = settings or get_settings()
+    db = Database.connect(settings.app_database_url)
+    try:
+        if args.requeue:
+            n = requeue(db, args.requeue)
+            print(f"requeued {n} of {len(args.requeue)} deliveries", file=out)
+            return 0 if n else 1
+        rows = dead_letters(db, user_id=args.user_id, limit=args.limit)
+        for r in rows:
+            print(f"{r.delivery_id}\t{r.channel}\tuser={r.user_id}\t"
+                  f"notification={r.notification_id}\tattempts={r.attempts}\t"
+                  f"{r.event_time.isoformat()}\t{r.title}\t{r.last_error}", file=out)
+        print(f"{len(rows)} dead deliveries", file=out)
+        return 0
+    finally:
+        db.close()

@@ -7,11 +7,13 @@ Run: ``.venv/bin/python -m pytest -q tests/integration/test_notifier_channels.py
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import datetime as dt
 import email
 import email.policy
+import io
 import json
 import threading
 import time
@@ -27,9 +29,11 @@ from notifier.channels import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     _claim,
+    add_deadletters_parser,
     dead_letters,
     deliver_due,
     requeue,
+    run_deadletters_command,
     verify_signature,
 )
 from notifier.templates import render
@@ -374,6 +378,29 @@ def test_webhook_400_is_dead_at_once_and_can_be_requeued(db, receiver, tmp_path,
     assert deliver_due(db, settings)["sent"] == 1
     assert (_row(db, did).status, _row(db, did).attempts) == ("sent", 1)
     assert len(receiver.requests) == 2
+
+
+def test_deadletters_command_lists_and_requeues(db, receiver, tmp_path, app_db_url):
+    receiver.statuses = [410]
+    settings = _settings(tmp_path, app_db_url)
+    uid = _user(db, "cli@example.com", webhook_url=receiver.url)
+    _, did = _delivery(db, uid, "webhook")
+    assert deliver_due(db, settings)["dead"] == 1
+    parser = argparse.ArgumentParser(prog="miraikakaku notify")
+    add_deadletters_parser(parser.add_subparsers(dest="action"))
+    out = io.StringIO()
+    assert run_deadletters_command(parser.parse_args(["deadletters"]), settings, out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "1 dead deliveries"
+    assert lines[0].startswith(f"{did}\twebhook\tuser={uid}\t") and "HTTP 410" in lines[0]
+    out = io.StringIO()
+    args = parser.parse_args(["deadletters", "--user-id", str(uid + 1)])
+    assert run_deadletters_command(args, settings, out=out) == 0
+    assert out.getvalue().splitlines() == ["0 dead deliveries"]
+    args = parser.parse_args(["deadletters", "--requeue", str(did)])
+    assert run_deadletters_command(args, settings, out=io.StringIO()) == 0
+    assert run_deadletters_command(args, settings, out=io.StringIO()) == 1  # not dead now
+    assert _row(db, did).status == "pending"
 
 
 def test_webhook_429_waits_for_retry_after(db, receiver, tmp_path, app_db_url):
