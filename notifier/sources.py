@@ -14,6 +14,7 @@ Try it: ``python -m notifier.sources var/serving.db`` prints the first events of
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import sys
@@ -60,7 +61,10 @@ class OutboxSource:
 
     def __init__(self, store_path: str | Path, topics: tuple[str, ...] = TOPICS) -> None:
         self.path = Path(store_path)
-        self.name = f"outbox:{self.path.resolve()}"
+        name = f"outbox:{self.path.resolve()}"
+        if len(name) > 200:  # ConsumerOffset.source is String(200)
+            name = name[:183] + "#" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        self.name = name
         self.topics = tuple(topics)
         self.position = 0
         self.skipped = 0
