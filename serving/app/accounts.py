@@ -165,6 +165,9 @@ def authenticate(session: Session, email: str, password: str) -> User:
         Unauthorized: unknown email, wrong password or inactive account - one message for all
             three, and a password hash is verified even for an unknown email (timing).
     """
+    if len(password) > PASSWORD_MAX_LENGTH or len(email) > 254 or "\x00" in email:
+        # no account has these: skip the database (PostgreSQL refuses NUL) and Argon2
+        raise Unauthorized(_BAD_LOGIN)
     user = session.scalar(select(User).where(User.email == normalize_email(email)))
     ok = verify_password(password, user.password_hash if user is not None else None)
     if user is None or not ok or not user.is_active:

@@ -297,6 +297,16 @@ Locale = Literal["en", "ja"]
 
 Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH,
                                 description=f"At least {PASSWORD_MIN_LENGTH} characters.")]
+
+
+def _printable(value: str | None) -> str | None:
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+FullName = Annotated[str | None, Field(max_length=200), AfterValidator(_printable)]
+"""Display name: up to 200 characters, no control characters (PostgreSQL refuses NUL)."""
 WebhookUrl = Annotated[AnyHttpUrl,
                        UrlConstraints(max_length=2048, allowed_schemes=["http", "https"])]
 
@@ -321,7 +331,7 @@ class UserRegister(_Request):
 
     email: EmailStr = Field(max_length=254, examples=["hanako@example.com"])
     password: Password
-    full_name: str | None = Field(default=None, max_length=200)
+    full_name: FullName = None
     locale: Locale = "en"
 
 
@@ -329,7 +339,7 @@ class UserUpdate(_Request):
     """``PATCH /v1/users/me``: only the fields sent change; ``null`` clears ``full_name`` and
     ``webhook_url``."""
 
-    full_name: str | None = Field(default=None, max_length=200)
+    full_name: FullName = None
     locale: Locale | None = Field(default=None, description="`en` or `ja` (not null).")
     email_notifications: bool | None = Field(default=None, description="Not null.")
     webhook_url: WebhookUrl | None = Field(

@@ -117,6 +117,15 @@ def test_wrong_credentials_are_one_401(db_client: TestClient) -> None:
                                                      "password": TEST_PASSWORD})
     assert _assert_401(wrong_pw) == _assert_401(unknown)
     assert "email or password" in wrong_pw.json()["error"]["message"]
+    for username, password in (("taro\x00@example.com", TEST_PASSWORD),
+                               ("taro@example.com", "x" * 10_000), ("x" * 300, TEST_PASSWORD)):
+        resp = db_client.post("/v1/auth/login", data={"username": username,
+                                                      "password": password})
+        assert _assert_401(resp) == _assert_401(unknown)
+    resp = db_client.post("/v1/auth/register", json={"email": "nul@example.com",
+                                                     "password": TEST_PASSWORD,
+                                                     "full_name": "a\x00b"})
+    assert resp.status_code == 422
 
 
 def test_market_routes_need_login_but_healthz_does_not(db_client: TestClient) -> None:

@@ -66,7 +66,7 @@ def test_read_and_update_profile(db_client: TestClient) -> None:
     {"locale": "fr"}, {"locale": None}, {"email_notifications": None},
     {"email_notifications": "maybe"}, {"webhook_url": "ftp://example.com/x"},
     {"webhook_url": "javascript:alert(1)"}, {"webhook_url": "not a url"},
-    {"full_name": "x" * 201},
+    {"full_name": "x" * 201}, {"full_name": "nul\x00byte"}, {"full_name": "bell\x07"},
 ])
 def test_invalid_profile_values_are_422(db_client: TestClient, body: dict) -> None:
     register(db_client, "taro@example.com")
