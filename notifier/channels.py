@@ -226,9 +226,13 @@ def _email(job: _Job, settings: Settings) -> EmailMessage:
     footer = email_footer(job.locale)
     msg.set_content(f"{job.body}\n\n-- \n{footer}\n")
     ja = job.locale.startswith("ja")
+    context = job.payload.get("context") if isinstance(job.payload.get("context"), dict) else {}
+    try:  # the exchange's zone the notifier rendered the body with, when it recorded it
+        when = format_time(job.event_time, context.get("timezone"), "ja" if ja else "en")
+    except ValueError:
+        when = format_time(job.event_time, None, "ja" if ja else "en")
     details = [("銘柄" if ja else "Instrument", job.instrument_id),
-               ("日時" if ja else "Time", format_time(job.event_time, None,
-                                                       "ja" if ja else "en"))]
+               ("日時" if ja else "Time", when)]
     msg.add_alternative(render_email_html(job.title, job.body, job.locale, details),
                         subtype="html")
     msg["Content-Language"] = job.locale  # after add_alternative, which moves Content-* down

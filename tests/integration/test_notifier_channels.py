@@ -182,7 +182,8 @@ def _delivery(db: Database, user_id: int, channel: str, *, locale: str = "en",
     with db.session() as s:
         n = Notification(user_id=user_id, dedup_key=key, instrument_id="XNAS:AAPL",
                          kind="price_above", title=title, body=body, locale=locale,
-                         value=171.25, event_time=EVENT_TIME, payload={"level": 170.0})
+                         value=171.25, event_time=EVENT_TIME,
+                         payload={"level": 170.0, "context": {"timezone": "America/New_York"}})
         s.add(n)
         s.flush()
         d = Delivery(notification_id=n.id, channel=channel)
@@ -225,6 +226,8 @@ def test_email_arrives_in_the_users_language(db, smtp, tmp_path, app_db_url, loc
     assert body in text
     assert "Apple <170> & more" in text  # text is not escaped
     assert "Apple &lt;170&gt; &amp; more" in html and "<170>" not in html  # HTML is
+    # the details table shows the time in the exchange's zone, as the body does
+    assert ("2026年11月30日 16:00 EST" if locale == "ja" else "2026-11-30 16:00 EST") in html
     assert (("メール通知" in text) if locale == "ja" else ("email notifications" in text))
     row = _row(db, did)
     assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
@@ -299,7 +302,7 @@ def test_webhook_is_signed_and_verifies(db, receiver, tmp_path, app_db_url):
     doc = json.loads(req.body)
     assert doc["delivery_id"] == did and doc["notification_id"] == nid
     assert doc["title"] == "AAPL が 170.00 USD を上回りました" and doc["kind"] == "price_above"
-    assert doc["event_time"] == EVENT_TIME.isoformat() and doc["payload"] == {"level": 170.0}
+    assert doc["event_time"] == EVENT_TIME.isoformat() and doc["payload"]["level"] == 170.0
     # a tampered body, another secret, a changed timestamp or an old request do not verify
     tampered = req.body.replace(b"170.00", b"270.00")
     assert tampered != req.body
