@@ -155,7 +155,7 @@ def test_a_read_that_is_never_committed_is_redelivered_after_the_ack_deadline(
         assert _read_for(other, 4.0) == []
         # ... and the same event after it (10 s)
         again = _read_until(other, 1, timeout=30)
-        assert time.monotonic() - t_read >= 9.0
+        assert time.monotonic() - t_read >= 8.0  # the deadline is 10 s from delivery
         assert [e.event_id for _, e in again] == [e.event_id for _, e in first]
         other.commit(again[0][0])
         other.release()
