@@ -54,10 +54,14 @@ class _SmtpRecorder:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse: set[str] = set()
+        self.greylist: set[str] = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
+        if address in self.greylist:
+            self.greylist.discard(address)
+            return "451 4.7.1 greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -270,6 +274,19 @@ def test_smtp_5xx_is_permanent(db, smtp, tmp_path, app_db_url):
     row = _row(db, did)
     assert row.status == "dead" and row.attempts == 1 and "SMTP 550" in row.last_error
     assert server.messages == []
+
+
+def test_smtp_4xx_is_retried(db, smtp, tmp_path, app_db_url):
+    port, server = smtp
+    server.greylist.add("grey@example.com")
+    settings = _settings(tmp_path, app_db_url, port)
+    _, did = _delivery(db, _user(db, "grey@example.com"), "email")
+    now = utcnow()
+    assert deliver_due(db, settings, now=now)["retry"] == 1
+    row = _row(db, did)
+    assert row.status == "pending" and "SMTP 451" in row.last_error and server.messages == []
+    assert deliver_due(db, settings, now=utc(row.next_attempt_at))["sent"] == 1
+    assert len(server.messages) == 1 and _row(db, did).attempts == 2
 
 
 def test_email_turned_off_is_dead(db, smtp, tmp_path, app_db_url):
