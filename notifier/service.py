@@ -260,6 +260,8 @@ class Notifier:
         self.summary.rule_reloads = self.book.reloads
         batch = self.source.read(self.batch_size)
         if not batch:
+            if self.deliver:  # retries fall due while no events arrive
+                self.summary.sent += self._deliver()
             return 0
         cooldowns = {r.id: r.last_fired_at for r in self.book.rules()}
         try:
@@ -301,7 +303,7 @@ class Notifier:
         self._pending_deliveries = 0
         sm.batches += 1
         sm.position = position
-        if self.deliver and fired:
+        if self.deliver:  # new deliveries and retries that fell due
             sm.sent += self._deliver()
         return len(batch)
 
@@ -452,6 +454,13 @@ def add_notify_parser(sub: Any) -> None:
                    help="Events per transaction. Default: 500.")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="No per-batch progress lines.")
+    p.add_argument("--pubsub-project", default=None, metavar="PROJECT",
+                   help="Google Cloud mode: read the prices-notify, predictions-notify and "
+                        "alerts-notify subscriptions of PROJECT (created by `miraikakaku "
+                        "init-gcp`; PUBSUB_EMULATOR_HOST is honoured) instead of the outbox.")
+    from notifier.channels import add_deadletters_parser
+
+    add_deadletters_parser(p.add_subparsers(dest="notify_action"))
 
 
 def run_notify_command(args: Any) -> int:
@@ -460,18 +469,33 @@ def run_notify_command(args: Any) -> int:
 
     from miraikakaku.settings import get_settings
 
+    if getattr(args, "notify_action", None) == "deadletters":
+        from notifier.channels import run_deadletters_command
+
+        return run_deadletters_command(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     console = Console(stderr=True)
     settings = get_settings()
-    console.print(f"notifier: outbox {settings.store_path} -> {settings.app_database_url}"
+    source = None
+    if args.pubsub_project:
+        from notifier.pubsub_source import PubSubSource
+
+        source = PubSubSource.for_project(args.pubsub_project)
+    where = (f"Pub/Sub project {args.pubsub_project}" if source is not None
+             else f"outbox {settings.store_path}")
+    console.print(f"notifier: {where} -> {settings.app_database_url}"
                   f"{' (from the start)' if args.from_start else ''}")
 
     def progress(s: NotifySummary) -> None:
         if args.progress:
             console.print(f"  {s.line()}", soft_wrap=True)
 
-    summary = run_notifier(settings, once=args.once, from_start=args.from_start,
-                           poll_seconds=args.poll_seconds, batch_size=args.batch_size,
-                           progress=progress)
+    try:
+        summary = run_notifier(settings, once=args.once, from_start=args.from_start,
+                               poll_seconds=args.poll_seconds, batch_size=args.batch_size,
+                               progress=progress, source=source)
+    finally:
+        if source is not None:
+            source.close()
     console.print(f"[bold]done[/bold]: {summary.line()}", soft_wrap=True)
     return 0

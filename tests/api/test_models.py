@@ -23,7 +23,7 @@ from miraikakaku.tracking import track_store
 from models.registry import METADATA_FILE
 from serving.app.main import create_app
 from stores.sqlite import SqliteServingStore
-from tests.api.conftest import US_FILE, instrument, load_real_events
+from tests.api.conftest import US_FILE, authorize, instrument, load_real_events
 from tests.unit.test_tracking import momentum_predictions
 
 pytestmark = pytest.mark.api
@@ -63,6 +63,7 @@ def setup(tmp_path_factory):
 @pytest.fixture()
 def client(setup):
     with TestClient(create_app(setup[0])) as c:
+        authorize(c)
         yield c
 
 
@@ -159,6 +160,7 @@ def test_without_a_store_the_registry_still_lists(tmp_path, setup):
     settings = Settings(env="test", data_dir=tmp_path / "nostore")
     _write_version(settings, 4, {"created_at": "2026-03-01T00:00:00+00:00"})
     with TestClient(create_app(settings)) as c:
+        authorize(c)
         body = c.get("/v1/models").json()
         assert [(m["version"], m["performance"]) for m in body["data"]] == [("4", None)]
         resp = c.get("/v1/models/4/performance")

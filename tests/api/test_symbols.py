@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import Instrument, load_master
 from serving.app.main import create_app
+from tests.api.conftest import authorize
 
 pytestmark = pytest.mark.api
 
@@ -114,6 +115,7 @@ def test_quote_prefers_source_priority_on_same_session(
     assert len(events) == 6
     settings = build_store([*_instruments(), *events])
     with TestClient(create_app(settings)) as c:
+        authorize(c)
         q = c.get("/v1/symbols/7203.T/quote").json()
         assert q["session_date"] == last_day
         assert q["source"] == "chart0"  # chart0 ranks before mlbot in the default priority
@@ -130,6 +132,7 @@ def test_quote_prefers_source_priority_on_same_session(
 def test_quote_404_without_bars(build_store) -> None:
     settings = build_store(_instruments())
     with TestClient(create_app(settings)) as c:
+        authorize(c)
         err = _assert_error(c.get("/v1/symbols/AAPL/quote"), 404, "not_found")
         assert "XNAS:AAPL" in err["message"]
         body = c.get("/v1/symbols/AAPL/bars").json()

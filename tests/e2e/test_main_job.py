@@ -15,6 +15,7 @@ from models.registry import latest_version
 from models.training import train
 from pipelines.prices import run
 from serving.app.main import create_app
+from tests.api.tokens import auth_header, make_user_token
 from tests.conftest import JP, SP500, read_rows, write_csv
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,13 @@ def test_predictions_carry_the_model_version_and_cover_every_window(job):
 
 def test_api_answers_quote_bars_and_predictions(job):
     settings, _, mv, us, jp = job
-    client = TestClient(create_app(settings))
+    with TestClient(create_app(settings)) as client:
+        _, token = make_user_token(client.app, email="analyst@example.com", role="analyst")
+        client.headers.update(auth_header(token))
+        _check_market_routes(client, mv, us, jp)
+
+
+def _check_market_routes(client: TestClient, mv, us, jp) -> None:
     last_aapl = max((r for r in us if r[0] == "AAPL"), key=lambda r: r[1])
     q = client.get("/v1/symbols/AAPL/quote").json()
     assert q["session_date"] == last_aapl[1] and q["close"] == float(last_aapl[5])
@@ -91,3 +98,75 @@ def test_api_answers_quote_bars_and_predictions(job):
     assert preds["count"] > 0
     assert {p["model_version"] for p in preds["data"]} == {mv.version}
     assert client.get("/v1/symbols/NOPE/quote").status_code == 404
+
+
+def test_newcomer_flow_rule_to_inbox_and_sse(job):
+    """The README's notification walk-through on the main job's output: register and log in
+    over HTTP (a real uvicorn server), create an alert rule, open the SSE stream, run the
+    notifier over the outbox the pipeline run wrote, and see the notification arrive on the
+    stream and in the inbox."""
+    import json
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from notifier.service import run_notifier
+    from tests.emulators import free_port
+
+    settings, _, _, us, _ = job
+    # AAPL's close crossed 150 upwards in the job's input (checked on the raw rows)
+    level = 150.0
+    closes = [float(r[5]) for r in sorted((r for r in us if r[0] == "AAPL"), key=lambda r: r[1])]
+    assert any(a < level < b for a, b in zip(closes, closes[1:], strict=False))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    received: list[dict] = []
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            r = http.post("/v1/auth/register", json={"email": "newcomer@example.com",
+                                                    "password": "a long passphrase 42",
+                                                    "locale": "ja"})
+            assert r.status_code == 201, r.text
+            tok = http.post("/v1/auth/login", data={"username": "newcomer@example.com",
+                                                    "password": "a long passphrase 42"}).json()
+            auth = {"Authorization": f"Bearer {tok['access_token']}"}
+            rule = http.post("/v1/alert-rules", headers=auth, json={
+                "name": "AAPL crosses up", "symbol": "AAPL", "kind": "price_above",
+                "params": {"level": level}, "channels": ["inbox"]})
+            assert rule.status_code == 201, rule.text
+
+            def listen() -> None:
+                with httpx.stream("GET", f"{base}/v1/notifications/stream", headers=auth,
+                                  timeout=60) as resp:
+                    for line in resp.iter_lines():
+                        if line.startswith("data:"):
+                            received.append(json.loads(line[5:]))
+                            return
+
+            listener = threading.Thread(target=listen, daemon=True)
+            listener.start()
+            time.sleep(1.0)  # the stream is open before the notifier writes
+            summary = run_notifier(settings, once=True)
+            assert summary.notified >= 1
+            listener.join(timeout=30)
+            assert received, "no notification arrived on the SSE stream"
+            first = received[0]
+            assert first["instrument_id"] == "XNAS:AAPL" and first["kind"] == "price_above"
+            assert "AAPL" in first["title"] and first["locale"] == "ja"
+            inbox = http.get("/v1/notifications", headers=auth).json()
+            assert inbox["count"] == min(summary.notified, 50)  # the first page
+            assert http.get("/v1/notifications/unread-count",
+                            headers=auth).json()["count"] == summary.notified
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
