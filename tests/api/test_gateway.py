@@ -298,3 +298,27 @@ def test_metrics_count_route_templates(api_data, app_db_url) -> None:
     assert ("miraikakaku_http_requests_in_progress", (("method", "GET"),)) in samples
     assert "/v1/symbols/AAPL/bars" not in text  # raw paths never become labels
     assert other_app.state.metrics.registry is not app.state.metrics.registry
+
+
+def test_unhandled_error_still_gets_request_id_access_line_and_metric(api_data, app_db_url,
+                                                                      caplog) -> None:
+    app = create_app(_settings(api_data, app_db_url))
+
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    app.add_api_route("/boom", boom)  # a route with a bug
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO), TestClient(app, raise_server_exceptions=False) as c:
+        resp = c.get("/boom", headers={"X-Request-ID": "err-1"})
+        text = c.get("/metrics").text
+    assert resp.status_code == 500
+    assert resp.json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+    assert resp.headers["X-Request-ID"] == "err-1"
+    assert "kaboom" not in resp.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and all(r.request_id == "err-1" for r in errors)  # the traceback line too
+    access = [r for r in caplog.records if r.name == "miraikakaku.access"]
+    assert [(r.status, r.request_id) for r in access][0] == (500, "err-1")
+    assert _samples(text)[("miraikakaku_http_requests_total",
+                           (("method", "GET"), ("route", "/boom"), ("status", "500")))] == 1
