@@ -47,6 +47,7 @@ __all__ = [
     "SinceQuery",
     "SymbolQuery",
     "SYMBOL_MAX_LENGTH",
+    "ID_MAX",
     "get_app_settings",
     "get_store",
     "get_store_provider",
@@ -54,6 +55,10 @@ __all__ = [
     "resolve_instrument",
     "date_range",
 ]
+
+ID_MAX = 2**31 - 1
+"""Largest database id (PostgreSQL ``integer``); larger path ids or cursors are a 422, not a
+database overflow."""
 
 SYMBOL_MAX_LENGTH = 64
 """Longest accepted symbol or instrument id (characters); longer input is a 422."""

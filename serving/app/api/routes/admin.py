@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from serving.app import accounts
-from serving.app.api.deps import SessionDep, require_permission
+from serving.app.api.deps import ID_MAX, SessionDep, require_permission
 from serving.app.api.errors import InvalidRequest
 from serving.app.models import User
 from serving.app.schemas import UserAdminUpdate, UserPublic, UsersPublic
@@ -21,13 +21,13 @@ router = APIRouter(prefix="/v1/admin/users", tags=["admin"],
 
 UsersReader = Annotated[User, Depends(require_permission("users:read"))]
 UsersWriter = Annotated[User, Depends(require_permission("users:write"))]
-UserIdPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="User id.")]
+UserIdPath = Annotated[int, Path(ge=1, le=ID_MAX, description="User id.")]
 
 
 def _cursor(text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 10:
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > ID_MAX:
         raise InvalidRequest("malformed cursor: pass back `next_cursor` as it was returned",
                              details=[{"loc": ["query", "cursor"], "msg": "malformed cursor",
                                        "type": "value_error"}])

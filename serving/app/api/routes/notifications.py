@@ -26,6 +26,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving.app.api.deps import (
+    ID_MAX,
     DatabaseDep,
     SessionDep,
     TokenDep,
@@ -65,8 +66,10 @@ def read_notifications(
     *,
     session: SessionDep,
     user: Reader,
-    cursor: Annotated[int | None, Query(ge=1, description="Only notifications with a smaller "
-                                        "id (the previous page's `next_cursor`).")] = None,
+    cursor: Annotated[int | None, Query(
+        ge=1, le=ID_MAX,
+        description="Only notifications with a smaller id (the previous page's `next_cursor`)."
+    )] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Page size (1-200).")] = 50,
     unread_only: Annotated[bool, Query(description="Only unread ones.")] = False,
 ) -> NotificationsPublic:
@@ -107,7 +110,7 @@ def update_read(
     *,
     session: SessionDep,
     user: Writer,
-    notification_id: Annotated[int, Path(ge=1)],
+    notification_id: Annotated[int, Path(ge=1, le=ID_MAX)],
 ) -> NotificationPublic:
     """Mark the notification read (idempotent: the first read time is kept).
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serving.app.api.deps import SessionDep, StoreDep, require_permission
+from serving.app.api.deps import ID_MAX, SessionDep, StoreDep, require_permission
 from serving.app.api.errors import ERROR_RESPONSES, InvalidRequest, NotFound
 from serving.app.models import AlertRule, User
 from serving.app.notification_schemas import (
@@ -40,7 +40,7 @@ MAX_RULES_PER_USER = 200
 
 Reader = Annotated[User, Depends(require_permission("alerts:read"))]
 Writer = Annotated[User, Depends(require_permission("alerts:write"))]
-RuleId = Annotated[int, Path(ge=1, description="The rule's id.")]
+RuleId = Annotated[int, Path(ge=1, le=ID_MAX, description="The rule's id.")]
 
 
 def _own_rule(session: Session, user: User, rule_id: int) -> AlertRule:
