@@ -111,6 +111,21 @@ def test_delay_comes_from_settings(recent) -> None:
             assert q["delay_minutes"] == minutes and _is(q, bars[expected]), (minutes, q)
 
 
+def test_user_bars_stop_at_the_delay_analyst_sees_all(app_client, recent) -> None:
+    """The delay holds on the bars route too (daily and 1-minute), not only on /quote."""
+    _, bars = recent
+
+    def closes(role: Role, interval: str) -> list[float]:
+        authorize(app_client, role)
+        resp = app_client.get("/v1/symbols/AAPL/bars", params={"interval": interval})
+        assert resp.status_code == 200, resp.text
+        return [b["close"] for b in resp.json()["data"]]
+
+    assert closes(Role.analyst, "1d") == [bars[k].close for k in ("month", "days", "fresh")]
+    assert closes(Role.user, "1d") == [bars[k].close for k in ("month", "days")]
+    assert closes(Role.user, "1m") == closes(Role.analyst, "1m") == [bars["minute_bar"].close]
+
+
 def test_no_bar_old_enough_is_404_for_user_only(app_client) -> None:
     authorize(app_client, Role.user)
     resp = app_client.get("/v1/symbols/MSFT/quote")

@@ -34,6 +34,8 @@ __all__ = [
     "CurrentUser",
     "TokenDep",
     "require_permission",
+    "DelayCutoffDep",
+    "delay_cutoff",
     "get_db",
     "get_session",
     "get_current_user",
@@ -192,6 +194,24 @@ def require_permission(permission: str) -> Callable[..., User]:
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
     return dependency
 
+
+def delay_cutoff(request: Request, user: CurrentUser) -> dt.datetime | None:
+    """The entitlement cut-off of market data for the current user.
+
+    Returns:
+        None for roles with ``market:realtime`` (analyst, admin); otherwise now minus
+        ``settings.quote_delay_minutes`` (aware UTC): quotes, bars, predictions and alerts with
+        a later event time are not shown to the ``user`` role.
+    """
+    if "market:realtime" in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
+        return None
+    settings: Settings = request.app.state.settings
+    return dt.datetime.now(dt.timezone.utc) - dt.timedelta(
+        minutes=float(settings.quote_delay_minutes))
+
+
+DelayCutoffDep = Annotated[dt.datetime | None, Depends(delay_cutoff)]
+"""``delay_cutoff`` as a dependency: None = real-time."""
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -12,7 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from serving.app.api.deps import SinceQuery, StoreDep, SymbolQuery, lookup_instrument
+from serving.app.api.deps import (
+    DelayCutoffDep,
+    SinceQuery,
+    StoreDep,
+    SymbolQuery,
+    lookup_instrument,
+)
 from serving.app.api.errors import ERROR_RESPONSES
 from serving.app.pagination import CursorQuery, alerts_after, encode_cursor
 from serving.app.schemas import AlertPublic, AlertsPublic
@@ -27,13 +33,16 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=ERROR_RESPONS
 async def read_alerts(
     *,
     store: StoreDep,
+    cutoff: DelayCutoffDep,
     symbol: SymbolQuery = None,
     since: SinceQuery = None,
     cursor: CursorQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Maximum events (1-1000).")] = 100,
 ) -> AlertsPublic:
     """Alert events with ``event_time >= since`` (UTC), newest first (then by alert id),
-    optionally of one symbol; ``limit`` per page, ``next_cursor`` for the next page."""
+    optionally of one symbol; ``limit`` per page, ``next_cursor`` for the next page. Roles
+    without ``market:realtime`` do not see alerts newer than the quote delay (such a page can
+    be short; ``next_cursor`` still continues after the last event read)."""
     after = alerts_after(cursor)
     instrument_id = None
     if symbol is not None:
@@ -46,5 +55,7 @@ async def read_alerts(
         last = alerts[-1]
         next_cursor = encode_cursor((last.event_time.astimezone(dt.timezone.utc).isoformat(),
                                      last.alert_id))
+    if cutoff is not None:
+        alerts = [a for a in alerts if a.event_time <= cutoff]
     data = [AlertPublic.model_validate(a) for a in alerts]
     return AlertsPublic(data=data, count=len(data), next_cursor=next_cursor)

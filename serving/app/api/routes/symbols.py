@@ -8,16 +8,20 @@ while a malformed source name is a 422. Try it: ``curl localhost:8000/v1/symbols
 """
 
 import dataclasses
-import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from miraikakaku import rowkeys
-from serving.app.api.deps import CurrentUser, DateRangeDep, InstrumentDep, SettingsDep, StoreDep
+from serving.app.api.deps import (
+    DateRangeDep,
+    DelayCutoffDep,
+    InstrumentDep,
+    SettingsDep,
+    StoreDep,
+)
 from serving.app.api.errors import ERROR_RESPONSES, NotFound
-from serving.app.models import ROLE_PERMISSIONS, Role
 from serving.app.pagination import CursorQuery, bars_after, encode_cursor, predictions_after
 from serving.app.schemas import (
     BarPublic,
@@ -81,7 +85,7 @@ async def read_symbol(*, instrument: InstrumentDep) -> InstrumentPublic:
 
 
 @router.get("/{symbol}/quote", response_model=QuotePublic, summary="Latest quote")
-async def read_quote(*, instrument: InstrumentDep, store: StoreDep, user: CurrentUser,
+async def read_quote(*, instrument: InstrumentDep, store: StoreDep, cutoff: DelayCutoffDep,
                      settings: SettingsDep) -> QuotePublic:
     """The latest bar; when several sources have that time, the best-ranked one.
 
@@ -89,13 +93,12 @@ async def read_quote(*, instrument: InstrumentDep, store: StoreDep, user: Curren
     (user) get the latest bar whose ``event_time`` is at least ``settings.quote_delay_minutes``
     old, marked ``delayed: true``. Prices are in ``currency``; 404 when there is no such bar.
     """
-    if "market:realtime" in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
+    if cutoff is None:
         quote = await run_store(store.get_quote, instrument.instrument_id)
         delayed, delay = False, 0.0
     else:
         delay = float(settings.quote_delay_minutes)
-        as_of = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=delay)
-        quote = await run_store(store.get_quote_as_of, instrument.instrument_id, as_of)
+        quote = await run_store(store.get_quote_as_of, instrument.instrument_id, cutoff)
         delayed = True
     if quote is None:
         raise NotFound(f"no quote for {instrument.instrument_id}"
@@ -106,7 +109,7 @@ async def read_quote(*, instrument: InstrumentDep, store: StoreDep, user: Curren
 
 @router.get("/{symbol}/bars", response_model=BarsPublic, summary="Daily bars")
 async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: SettingsDep,
-                    dates: DateRangeDep, source: SourceQuery = None,
+                    dates: DateRangeDep, cutoff: DelayCutoffDep, source: SourceQuery = None,
                     interval: IntervalQuery = "1d", cursor: CursorQuery = None,
                     limit: LimitQuery = 1000) -> BarsPublic:
     """Bars of one interval (daily by default) with ``start <= session_date <= end`` from one
@@ -114,7 +117,9 @@ async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: Set
 
     At most ``limit`` bars per page; ``next_cursor`` (null on the last page) passed back as
     ``cursor`` with the same filters returns the next page. Intraday keys hold the bar start's
-    UTC date, which ``start``/``end`` select on for intraday intervals.
+    UTC date, which ``start``/``end`` select on for intraday intervals. Roles without
+    ``market:realtime`` do not see bars whose ``event_time`` is later than the quote delay
+    allows (see ``read_quote``).
     """
     after = bars_after(cursor, instrument.instrument_id, interval)
     available = await run_store(store.sources, instrument.instrument_id)
@@ -130,6 +135,8 @@ async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: Set
         rows = await run_store(store.get_bars, instrument.instrument_id, interval=interval,
                                start=dates.start, end=dates.end, source=chosen,
                                limit=limit + 1, after=after)
+    if cutoff is not None:  # oldest first: what is cut is the end of the series
+        rows = [r for r in rows if r.event_time <= cutoff]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -142,15 +149,19 @@ async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: Set
 
 @router.get("/{symbol}/predictions", response_model=PredictionsPublic, summary="Predictions")
 async def read_predictions(*, instrument: InstrumentDep, store: StoreDep, dates: DateRangeDep,
-                           cursor: CursorQuery = None,
+                           cutoff: DelayCutoffDep, cursor: CursorQuery = None,
                            limit: LimitQuery = 1000) -> PredictionsPublic:
     """Next-session forecasts with ``start <= as_of_date <= end``, oldest first (all models).
 
     At most ``limit`` per page; pass ``next_cursor`` back as ``cursor`` for the next page.
+    Roles without ``market:realtime`` see only predictions made from bars the quote delay
+    allows (``as_of_time`` at or before the cut-off).
     """
     after = predictions_after(cursor, instrument.instrument_id)
     rows = await run_store(store.get_predictions, instrument.instrument_id, start=dates.start,
                            end=dates.end, limit=limit + 1, after=after)
+    if cutoff is not None:
+        rows = [r for r in rows if r.as_of_time <= cutoff]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
