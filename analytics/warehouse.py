@@ -432,13 +432,34 @@ class Warehouse:
             self.execute_file(f.path)
         return [f.name for f in files]
 
-    def create_views(self, directory: Path = VIEWS_DIR) -> list[str]:
-        """Create (or replace) every view of ``directory`` in dependency order.
+    def create_views(self, directory: Path = VIEWS_DIR, *,
+                     names: Iterable[str] | None = None) -> list[str]:
+        """Create (or replace) the views of ``directory`` in dependency order.
+
+        Args:
+            directory: the view files.
+            names: only these views and the views they read (directly or not); None: all.
 
         Returns:
             The view names in the order they were created.
+
+        Raises:
+            KeyError: a name no file creates.
+            ValueError: a file that does not parse/transpile, or a dependency cycle.
         """
         files = view_files(directory)
+        if names is not None:
+            by_name = {f.name: f for f in files}
+            wanted: set[str] = set()
+            todo = list(names)
+            while todo:
+                name = todo.pop()
+                if name not in by_name:
+                    raise KeyError(f"no view file creates {name!r} in {directory}")
+                if name not in wanted:
+                    wanted.add(name)
+                    todo.extend(d for d in by_name[name].reads if d in by_name)
+            files = [f for f in files if f.name in wanted]
         for f in files:
             self.execute_file(f.path)
         return [f.name for f in files]
