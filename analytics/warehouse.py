@@ -24,6 +24,8 @@ dataset in). In embedded mode ``transpile`` turns them into DuckDB SQL with sqlg
 * types follow sqlglot: STRING → VARCHAR, FLOAT64 → DOUBLE, INT64 → BIGINT, BOOL → BOOLEAN,
   ``ARRAY<STRING>`` → ``VARCHAR[]``, TIMESTAMP (an instant) → ``TIMESTAMPTZ``; connections use
   ``TimeZone=UTC`` so timestamps read back as UTC-aware values;
+* ``COUNTIF(x)`` becomes ``COUNT_IF(COALESCE(x, FALSE))``: over only NULLs BigQuery counts 0
+  where DuckDB's ``COUNT_IF`` answers NULL;
 * a construct sqlglot cannot parse or cannot express in DuckDB raises ``ValueError`` naming the
   file (nothing is silently mistranslated).
 
@@ -138,6 +140,13 @@ def _requalify(stmt: exp.Expression, dataset: str) -> None:
             node.set("db", exp.to_identifier(dataset))
 
 
+def _countif_zero_on_null(stmt: exp.Expression) -> None:
+    """``COUNTIF(x)`` → ``COUNTIF(COALESCE(x, FALSE))``: BigQuery counts 0 over only NULLs,
+    DuckDB's ``COUNT_IF`` answers NULL."""
+    for node in list(stmt.find_all(exp.CountIf)):
+        node.set("this", exp.Coalesce(this=node.this, expressions=[exp.false()]))
+
+
 def _transpile_statements(sql: str, dataset: str, source: str | None) -> list[str]:
     where = source or "<sql string>"
     try:
@@ -149,6 +158,7 @@ def _transpile_statements(sql: str, dataset: str, source: str | None) -> list[st
         if stmt is None:
             continue
         _requalify(stmt, dataset)
+        _countif_zero_on_null(stmt)
         dropped = _strip_ddl_options(stmt)
         try:
             text = stmt.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)

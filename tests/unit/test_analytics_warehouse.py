@@ -134,6 +134,15 @@ def test_transpile_drops_ddl_options_with_a_comment() -> None:
     assert "TIMESTAMPTZ" in body and "TEXT[]" in body
 
 
+def test_transpile_countif_counts_zero_over_nulls_as_bigquery() -> None:
+    sql = ("SELECT g, COUNTIF(x > 0) AS n FROM UNNEST([STRUCT(1 AS g, CAST(NULL AS FLOAT64) AS x),"
+           " STRUCT(2 AS g, 1.0 AS x)]) GROUP BY g ORDER BY g")
+    with Warehouse(None) as wh:
+        assert wh.query(sql)["n"].tolist() == [0, 1]  # DuckDB's own COUNT_IF says NULL for g=1
+    assert duckdb.sql("SELECT COUNT_IF(x) FROM (SELECT CAST(NULL AS BOOLEAN) AS x)"
+                      ).fetchall() == [(None,)]
+
+
 def test_transpile_errors_name_the_file() -> None:
     with pytest.raises(ValueError, match=r"views/broken\.sql: sqlglot cannot parse"):
         transpile("SELECT FROM WHERE (", source="views/broken.sql")
