@@ -584,3 +584,19 @@ def test_data_quality_trend_shows_the_known_anomalies(quality):
     assert list(pd.to_datetime(dated["day"]).dt.date.unique()) == [dt.date(2015, 3, 6)]
     day = wh.view("data_quality_trend", level="all", metric="flagged_bars", interval="1d")
     assert (day["share"] > 0).all() and (day["share"] <= 1).all()
+
+
+def test_saved_queries_take_tickers_or_instrument_ids(prices: PriceData, price_wh: Warehouse):
+    """@symbols and @benchmark match a ticker or an exchange-qualified id alike."""
+    window = {"start": dt.date(2016, 1, 1), "end": dt.date(2016, 12, 31)}
+    by_ticker = saved_query(price_wh, "correlation_matrix", symbols=["AAPL", "7203.T"], **window)
+    by_id = saved_query(price_wh, "correlation_matrix", symbols=["XNAS:AAPL", "XTKS:7203"],
+                        **window)
+    pd.testing.assert_frame_equal(by_ticker, by_id)
+    beta_ticker = saved_query(price_wh, "beta", symbols=["JPM"], benchmark="SPY", **window)
+    beta_id = saved_query(price_wh, "beta", symbols=["XNYS:JPM"], benchmark="XNYS:SPY", **window)
+    pd.testing.assert_frame_equal(beta_ticker, beta_id)
+    # every NYSE session of 2016: the window's first return reaches back to 2015-12-31
+    assert len(beta_ticker) == 1 and beta_ticker["n"][0] == 252
+    nothing = saved_query(price_wh, "beta", symbols=["NOPE"], benchmark="SPY", **window)
+    assert nothing.empty
