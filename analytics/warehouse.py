@@ -38,6 +38,11 @@ hold the same rows), ``insert_rows`` (rows as dicts, BigQuery JSON conventions a
 DuckDB locking: one process may open a database file read-write; other processes may open it
 ``read_only=True`` only while no process holds it read-write.
 
+Google Cloud mode: ``python -m analytics.warehouse bigquery --project P --dataset D --out DIR``
+writes every table and view as BigQuery SQL for that project and dataset, in the order to run
+them (``NN_<name>.sql``), and prints the ``bq`` commands; ``python -m analytics.warehouse
+transpile FILE...`` prints the DuckDB SQL of files.
+
 Usage::
 
     wh = Warehouse("var/analytics/warehouse.duckdb")
@@ -78,7 +83,9 @@ __all__ = [
     "bigquery_sql",
     "sql_files",
     "view_files",
+    "bigquery_statements",
     "Warehouse",
+    "main",
 ]
 
 DATASET = "miraikakaku"
@@ -147,7 +154,8 @@ def _countif_zero_on_null(stmt: exp.Expression) -> None:
         node.set("this", exp.Coalesce(this=node.this, expressions=[exp.false()]))
 
 
-def _transpile_statements(sql: str, dataset: str, source: str | None) -> list[str]:
+def _transpile_statements(sql: str, dataset: str, source: str | None, *,
+                          pretty: bool = False) -> list[str]:
     where = source or "<sql string>"
     try:
         statements = sqlglot.parse(sql, read="bigquery")
@@ -161,7 +169,7 @@ def _transpile_statements(sql: str, dataset: str, source: str | None) -> list[st
         _countif_zero_on_null(stmt)
         dropped = _strip_ddl_options(stmt)
         try:
-            text = stmt.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+            text = stmt.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE, pretty=pretty)
         except UnsupportedError as e:
             raise ValueError(f"{where}: no DuckDB equivalent for this BigQuery SQL: {e}") from e
         if dropped:
@@ -281,6 +289,14 @@ def view_files(directory: Path = VIEWS_DIR) -> list[SqlFile]:
         order.extend(ready)
         sorter.done(*ready)
     return [by_name[n] for n in order]
+
+
+def bigquery_statements(*, project: str, dataset: str, tables_dir: Path = TABLES_DIR,
+                        views_dir: Path = VIEWS_DIR) -> list[tuple[str, str]]:
+    """``(name, BigQuery SQL)`` of every table, then every view in dependency order, with
+    ``miraikakaku.x`` turned into `` `project`.dataset.x `` (see ``bigquery_sql``)."""
+    files = sql_files(tables_dir) + view_files(views_dir)
+    return [(f.name, bigquery_sql(f.sql, project=project, dataset=dataset)) for f in files]
 
 
 # -- value conversion ------------------------------------------------------------------------
@@ -673,3 +689,45 @@ def _instrument_row(i: Any) -> dict[str, Any]:
     return {"instrument_id": i.instrument_id, "symbol": i.symbol, "mic": i.mic or None,
             "calendar": i.calendar, "currency": i.currency, "timezone": i.timezone,
             "kind": i.kind, "name": i.name or None}
+
+
+# -- command line ----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m analytics.warehouse bigquery|transpile ...`` (see the module docstring)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m analytics.warehouse",
+                                     description="The analytics SQL for BigQuery or DuckDB.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bq = sub.add_parser("bigquery", help="write the tables and views as BigQuery SQL files")
+    bq.add_argument("--project", required=True)
+    bq.add_argument("--dataset", default=DATASET)
+    bq.add_argument("--location", default="US", help="dataset location (init-gcp's default)")
+    bq.add_argument("--out", type=Path, required=True, help="directory for NN_<name>.sql")
+    tr = sub.add_parser("transpile", help="print the DuckDB SQL of BigQuery .sql files")
+    tr.add_argument("files", nargs="+", type=Path)
+    tr.add_argument("--dataset", default=DATASET, help="DuckDB schema (default miraikakaku)")
+    args = parser.parse_args(argv)
+    if args.command == "transpile":
+        for f in args.files:
+            statements = _transpile_statements(f.read_text(), args.dataset, str(f), pretty=True)
+            print(f"-- {f}\n" + ";\n".join(statements) + ";")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    statements = bigquery_statements(project=args.project, dataset=args.dataset)
+    for n, (name, sql) in enumerate(statements, 1):
+        (args.out / f"{n:02d}_{name}.sql").write_text(sql + ";\n")
+    p = args.project
+    print(f"wrote {len(statements)} files to {args.out}; create the dataset (or run "
+          f"`miraikakaku init-gcp --project {p} --dataset {args.dataset}`, which creates the "
+          "same tables from stores.bigquery.TABLE_SPECS), then run them in order:")
+    print(f"  bq --project_id={p} mk --dataset --location={args.location} {p}:{args.dataset}")
+    print(f"  for f in {args.out}/*.sql; do bq --project_id={p} query "
+          "--use_legacy_sql=false < \"$f\" || break; done")
+    print(f"  bq --project_id={args.project} load --source_format=CSV --skip_leading_rows=1 "
+          f"--replace {args.dataset}.instruments {INSTRUMENTS_CSV}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,6 +34,7 @@ from analytics.warehouse import (
     VIEWS_DIR,
     Warehouse,
     bigquery_sql,
+    main,
     transpile,
     view_files,
 )
@@ -155,6 +156,23 @@ def test_bigquery_sql_qualifies_with_project_and_dataset() -> None:
                        project="my-proj", dataset="prod")
     assert "`my-proj`.prod.daily_bars" in out or "`my-proj.prod.daily_bars`" in out
     assert "@start" in out
+
+
+def test_bigquery_command_writes_every_file_in_order(tmp_path: Path, capsys) -> None:
+    assert main(["bigquery", "--project", "my-proj", "--dataset", "prod",
+                 "--out", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("*.sql"))
+    names = [f.stem.split("_", 1)[1] for f in files]
+    n_tables = len(list(TABLES_DIR.glob("*.sql")))
+    assert sorted(names[:n_tables]) == sorted(p.stem for p in TABLES_DIR.glob("*.sql"))
+    assert names[n_tables:] == [f.name for f in view_files()]
+    for f in files:
+        stmt = sqlglot.parse_one(f.read_text(), read="bigquery")
+        for t in stmt.find_all(exp.Table):
+            assert not t.db or (t.catalog, t.db) == ("my-proj", "prod"), (f, t.sql())
+    assert names.index("daily_bars") < names.index("daily_performance") < \
+        names.index("market_trend") < names.index("market_trend_by_exchange")
+    assert "bq --project_id=my-proj query --use_legacy_sql=false" in capsys.readouterr().out
 
 
 def test_every_sql_file_executes_on_duckdb() -> None:

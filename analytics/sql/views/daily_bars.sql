@@ -24,6 +24,7 @@ WITH deduplicated AS (
 best_source AS (
   SELECT instrument_id, source
   FROM (SELECT DISTINCT instrument_id, source FROM deduplicated)
+  WHERE TRUE  -- BigQuery has required WHERE, GROUP BY or HAVING next to QUALIFY
   QUALIFY ROW_NUMBER() OVER (
     PARTITION BY instrument_id
     ORDER BY
