@@ -10,6 +10,8 @@ Graph (stable step labels, so Dataflow ``--update`` works)::
       → TrackPredictions (streaming: each prediction scored against its target session's bar;
         bounded runs: the batch job ``miraikakaku track``)
     everything (bars, flags, predictions, alerts, instruments, dead letters) → WriteToServingStore
+    embedded analytics: everything + each window's feature vector → WriteToAnalyticsStore
+      (Parquet per table under --analytics_dir, default $DATA_DIR/warehouse; analytics/sink.py)
     optional Pub/Sub: alerts → PublishAlerts (--alerts_topic); stored price events and
       predictions → PublishPrices / PublishPredictions (--prices_topic, --predictions_topic: the
       notifier's events, notifier.events wire format); dead letters → PublishDeadLetters
@@ -149,6 +151,11 @@ class PriceOptions(PipelineOptions):
         parser.add_argument("--bq_dataset", default=None,
                             help="BigQuery dataset (PROJECT:DATASET or DATASET) to also write "
                                  "bars, predictions, alerts and dead letters to. Default: none.")
+        parser.add_argument("--analytics_dir", default=None,
+                            help="Embedded analytics store (Parquet files per table that "
+                                 "analytics.sink.connect and `miraikakaku report` read while the "
+                                 "pipeline writes); '' turns it off. Default: "
+                                 "$DATA_DIR/warehouse with --sink sqlite, off with bigtable.")
         parser.add_argument("--alerts_topic", default=None,
                             help="Pub/Sub topic (projects/P/topics/T) for alert events. "
                                  "Default: none (embedded outbox table only).")
@@ -205,6 +212,8 @@ class RunSummary:
     instruments: int = 0
     wall_seconds: float = 0.0
     store_path: str = ""
+    analytics_rows: int = 0
+    analytics_dir: str = ""
 
     @property
     def events_per_second(self) -> float:
@@ -248,6 +257,7 @@ class _Resolved:
     challenger_share: float = 0.0
     prices_topic: str | None = None
     predictions_topic: str | None = None
+    analytics_dir: str | None = None
 
     @property
     def store_path(self) -> str:
@@ -312,10 +322,14 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
             raise ValueError(f"{flag} must look like projects/P/topics/T, got {topic!r}")
     if po.predictions_topic and model_uri is None:
         raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
+    analytics_dir = po.analytics_dir
+    if analytics_dir is None and store.kind == "sqlite":
+        analytics_dir = str(settings.data_dir / "warehouse")
     return _Resolved(specs, po.subscription, store, priority, rules, model_uri,
                      settings.model_name, model_version, window, not std.streaming, bq,
                      po.alerts_topic, po.dead_letter_topic, **inference,
-                     prices_topic=po.prices_topic, predictions_topic=po.predictions_topic)
+                     prices_topic=po.prices_topic, predictions_topic=po.predictions_topic,
+                     analytics_dir=analytics_dir or None)
 
 
 def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
@@ -451,6 +465,13 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
 
         project, dataset = r.bq_table_prefix.split(":", 1)
         records | "WriteToBigQuery" >> WriteRecordsToBigQuery(project, dataset)
+    if r.analytics_dir:
+        from analytics.sink import FeatureVector, WriteToAnalyticsStore
+
+        # the rows BigQuery gets (to_bq_row), plus each window's last feature vector
+        features = ordered.windows | "SelectFeatureVectors" >> beam.Map(FeatureVector.from_window)
+        ((records, features) | "FlattenAnalyticsRecords" >> beam.Flatten()
+         | "WriteToAnalyticsStore" >> WriteToAnalyticsStore(r.analytics_dir))
     if r.alerts_topic:
         from transforms.sinks import PublishAlerts
 
@@ -528,6 +549,9 @@ def _summarize(counters: dict[tuple[str, str], int], r: _Resolved, wall: float) 
         instruments=get(w, "Instrument"),
         wall_seconds=wall,
         store_path=r.store_path,
+        analytics_rows=sum(v for k, v in counters.items()
+                           if k[0] == "WriteToAnalyticsStore" and k[1].startswith("rows:")),
+        analytics_dir=r.analytics_dir or "",
     )
 
 
