@@ -657,7 +657,7 @@ class Warehouse:
             name: view or table name in the dataset.
             order_by: columns to sort by (ascending); None: no particular order.
             **filters: ``column=value`` keeps rows equal to the value; a list, tuple or set
-                keeps rows whose column is in it.
+                keeps rows whose column is in it; None keeps rows where it is NULL.
 
         Returns:
             The rows as a DataFrame (see ``query``).
@@ -671,7 +671,9 @@ class Warehouse:
             raise KeyError(f"{name} has no column(s) {sorted(unknown)}")
         where, params = [], {}
         for k, (col, value) in enumerate(filters.items()):
-            if isinstance(value, (list, tuple, set, frozenset)):
+            if value is None:
+                where.append(f"`{col}` IS NULL")
+            elif isinstance(value, (list, tuple, set, frozenset)):
                 where.append(f"`{col}` IN UNNEST(@p{k})")
                 params[f"p{k}"] = list(value)
             else:

@@ -276,6 +276,8 @@ def test_view_filters_match_the_full_view(data) -> None:
                    order_by=["instrument_id", "session_date"])
     expected = full[full["instrument_id"].isin(["XNAS:AAPL", "XTKS:7203"])]
     pd.testing.assert_frame_equal(part, expected.reset_index(drop=True))
+    index = wh.view("daily_bars", mic=None)
+    assert set(index["instrument_id"]) == {"INDEX:N225"}
     since = wh.query("SELECT COUNT(*) AS n FROM miraikakaku.daily_performance "
                      "WHERE instrument_id = @i AND session_date >= @d",
                      {"i": "XNAS:AAPL", "d": pd.Timestamp("2018-01-01").date()})
