@@ -13,8 +13,9 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["miraikakaku*", "stores*", "transforms*", "models*",
                                     "collector*", "pipelines*", "serving*", "notifier*",
-                                    "tfx_pipelines*"]),
-    package_data={"miraikakaku": ["reference/*.csv"]},
+                                    "tfx_pipelines*", "analytics*"]),
+    package_data={"miraikakaku": ["reference/*.csv"],
+                  "analytics": ["sql/tables/*.sql", "sql/views/*.sql", "sql/queries/*.sql"]},
     install_requires=[
         "apache-beam[gcp]",
         "tensorflow==2.16.*",
