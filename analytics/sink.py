@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,6 +67,7 @@ __all__ = [
     "attach_tables",
     "ParquetWarehouse",
     "connect",
+    "TeeToAnalytics",
 ]
 
 FEATURES_TABLE = "features"
@@ -132,7 +134,7 @@ class FeatureVector:
         if last.shape != (len(FEATURE_NAMES),):
             raise ValueError(f"window rows have shape {last.shape}, want ({len(FEATURE_NAMES)},)")
         return cls(ctx.instrument_id, ctx.source, ctx.as_of_date, ctx.as_of_time,
-                   tuple(float(v) for v in last))
+                   tuple(last.tolist()))
 
     @property
     def insert_id(self) -> str:
@@ -146,9 +148,9 @@ def _ts(value: dt.datetime) -> str:
 
 def _num(value: float) -> float | str:
     v = float(value)
-    if np.isfinite(v):
+    if math.isfinite(v):
         return v
-    return "NaN" if np.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
 
 
 def to_analytics_row(record: object) -> tuple[str, dict[str, Any]]:
@@ -478,3 +480,38 @@ def connect(root: str | os.PathLike[str]):
         FileNotFoundError: ``root`` does not exist.
     """
     return ParquetWarehouse(root).warehouse()
+
+
+class TeeToAnalytics:
+    """A serving store whose ``write_batch`` also writes the records to the analytics store.
+
+    For batch jobs that write through a store, e.g. ``miraikakaku track`` (``model_performance``
+    rows): every other attribute is the wrapped store's. Each ``write_batch`` call becomes one
+    Parquet file per table (``ParquetTableWriter.add_all``).
+
+    Args:
+        store: the serving store (``write_batch(records) -> int``).
+        root: the analytics directory.
+
+    Attributes:
+        rows: rows written to the analytics store per table.
+    """
+
+    def __init__(self, store: Any, root: str | os.PathLike[str]) -> None:
+        self._store = store
+        self._writer = ParquetTableWriter(root)
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows written to the analytics store, per table."""
+        return dict(self._writer.rows)
+
+    def write_batch(self, records: Iterable[object]) -> int:
+        """Write to the store, then the same records to the analytics store."""
+        records = list(records)
+        n = self._store.write_batch(records)
+        self._writer.add_all(records)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

@@ -2,7 +2,7 @@
 stored predictions against realized prices), ``evaluate`` (model quality report), and for Google
 Cloud mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``; accounts:
 ``db upgrade`` (migrate the application database), ``users create-admin`` and
-``users set-role``.
+``users set-role``; analytics: ``report`` (saved reports over the analytics store).
 
 Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
 model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
@@ -224,7 +224,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"http://{settings.api_host}:{settings.api_port}/docs — e.g. "
           f"/v1/symbols/AAPL/quote, /v1/symbols/7203.T/bars?start=2018-01-01, "
           f"/v1/symbols/AAPL/predictions, /v1/models; `miraikakaku evaluate` writes the model "
-          f"quality report (LSTM against the last-value and moving-average baselines)")
+          f"quality report (LSTM against the last-value and moving-average baselines); "
+          f"`miraikakaku report performance --symbols AAPL,MSFT --output perf.html` reads "
+          f"the analytics store the run wrote ({settings.data_dir / 'warehouse'})")
     return rc
 
 
@@ -241,10 +243,21 @@ def _cmd_track(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     store = SqliteServingStore(path, source_priority=settings.source_priority)
+    analytics_dir = getattr(args, "analytics_dir", None)
+    if analytics_dir is None:  # the embedded analytics store, when a run wrote one
+        analytics_dir = settings.data_dir / "warehouse"
+    target = store
+    if analytics_dir and Path(analytics_dir).is_dir():
+        from analytics.sink import TeeToAnalytics
+
+        target = TeeToAnalytics(store, analytics_dir)
     try:
-        report = track_store(store, instrument_ids=args.instrument or None)
+        report = track_store(target, instrument_ids=args.instrument or None)
     finally:
         store.close()
+    if target is not store:
+        print(f"{target.rows.get('model_performance', 0):,} model_performance rows also "
+              f"written to the analytics store {analytics_dir}")
     print(f"tracked {report.predictions:,} predictions of {report.instruments:,} instruments in "
           f"{report.seconds:.1f} s: {report.outcomes:,} realized, "
           + ", ".join(f"{n:,} {reason}" for reason, n in report.unmatched.items())
@@ -319,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="--tfx: reuse the examples of the previous run.")
     sub.add_parser("run", help="Run the price pipeline (see `miraikakaku run --help`).",
                    add_help=False)
+    sub.add_parser("report", add_help=False,
+                   help="Saved analytics reports: csv, json, html or a png chart "
+                        "(see `miraikakaku report --help`).")
     p_serve = sub.add_parser("serve", help="Serve the API (FastAPI + uvicorn).")
     p_serve.add_argument("--host", default=None, help="Default: MIRAIKAKAKU_API_HOST or 127.0.0.1.")
     p_serve.add_argument("--port", type=int, default=None, help="Default: 8000.")
@@ -337,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="SQLite serving store. Default: $MIRAIKAKAKU_DATA_DIR/serving.db.")
     p_track.add_argument("--instrument", action="append",
                          help="Only this instrument id (repeatable). Default: all.")
+    p_track.add_argument("--analytics-dir", dest="analytics_dir", default=None,
+                         help="Also write the rows to this analytics store ('' : not). "
+                              "Default: $MIRAIKAKAKU_DATA_DIR/warehouse when it exists.")
     p_eval = sub.add_parser(
         "evaluate", help="Model quality report: LSTM vs last-value and 5-bar SMA baselines.",
         description="Score a model version on the held-out period after its training cutoff "
@@ -371,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "run":
         _quiet_warnings()
         return _cmd_run(argv[1:])
+    if argv and argv[0] == "report":
+        from analytics.reports import main as report_main
+
+        return report_main(argv[1:])
     args = parser.parse_args(argv)
     _quiet_warnings()
     if args.command == "train":
