@@ -28,6 +28,7 @@ from serving.app.api.routes import (
     health,
     models,
     notifications,
+    reports,
     rules,
     symbols,
     users,
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, store: ServingStore | None = No
     app.include_router(symbols.router, dependencies=market)
     app.include_router(alerts.router, dependencies=market)
     app.include_router(models.router, dependencies=market)
+    app.include_router(reports.router)  # /v1/reports (analytics:read: analyst, admin)
     app.include_router(auth.router)
     app.include_router(users.router)
     app.include_router(admin.router)

@@ -112,7 +112,7 @@ def test_every_report_writes_every_format(store, tmp_path):
 def test_performance_csv_equals_the_view_rebased(store, wh, capsys):
     assert report(store, "performance", "--symbols", "AAPL,7203.T", "--start", "2016-01-04",
                   "--end", "2017-12-29", "--format", "csv") == 0
-    got = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    got = pd.read_csv(io.StringIO(capsys.readouterr().out), float_precision="round_trip")
     view = wh.view("daily_performance", instrument_id=["XNAS:AAPL", "XTKS:7203"],
                    order_by=["instrument_id", "session_date"])
     view = view[(view.session_date >= "2016-01-04") & (view.session_date <= "2017-12-29")]
@@ -136,7 +136,7 @@ def test_performance_csv_equals_the_view_rebased(store, wh, capsys):
 def test_volatility_and_trend_csv_equal_their_views(store, wh, capsys):
     assert report(store, "volatility", "--symbols", "IBM,6758.T", "--start", "2017-01-01",
                   "--format", "csv") == 0
-    got = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    got = pd.read_csv(io.StringIO(capsys.readouterr().out), float_precision="round_trip")
     view = wh.query("SELECT * FROM miraikakaku.rolling_volatility WHERE instrument_id IN "
                     "UNNEST(@ids) AND session_date >= @start ORDER BY instrument_id, "
                     "session_date", {"ids": ["XNYS:IBM", "XTKS:6758"],
@@ -145,7 +145,7 @@ def test_volatility_and_trend_csv_equal_their_views(store, wh, capsys):
     for col in ("log_return", "volatility_20", "volatility_60"):
         assert got[col].tolist() == pytest.approx(view[col].tolist(), rel=1e-15, nan_ok=True)
     assert report(store, "trend", "--start", "2017-01-01", "--format", "csv") == 0
-    trend = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    trend = pd.read_csv(io.StringIO(capsys.readouterr().out), float_precision="round_trip")
     view = wh.query("SELECT * FROM miraikakaku.market_trend_by_exchange "
                     "WHERE session_date >= DATE '2017-01-01' ORDER BY mic, session_date")
     assert set(trend.mic) == {"XNAS", "XNYS", "XTKS"}
