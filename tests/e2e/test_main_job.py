@@ -137,8 +137,10 @@ def test_newcomer_flow_rule_to_inbox_and_sse(job):
                                                     "password": "a long passphrase 42",
                                                     "locale": "ja"})
             assert r.status_code == 201, r.text
-            tok = http.post("/v1/auth/login", data={"username": "newcomer@example.com",
-                                                    "password": "a long passphrase 42"}).json()
+            login = http.post("/v1/auth/login", data={"username": "newcomer@example.com",
+                                                      "password": "a long passphrase 42"})
+            assert login.status_code == 200, login.text
+            tok = login.json()
             auth = {"Authorization": f"Bearer {tok['access_token']}"}
             rule = http.post("/v1/alert-rules", headers=auth, json={
                 "name": "AAPL crosses up", "symbol": "AAPL", "kind": "price_above",
