@@ -33,9 +33,7 @@ DIR``; ``--analytics_dir ''`` turns it off); ``analytics.sink.connect(DIR)`` rea
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import math
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,14 +41,13 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miraikakaku.instruments import Instrument
-from stores.bigquery import BQ_DEAD_LETTERS, TABLE_SPECS, TableSpec, to_bq_row
+from stores.bigquery import BQ_DEAD_LETTERS, FEATURES_TABLE, TABLE_SPECS, TableSpec, to_bq_row
 from transforms import progress
-from transforms.features import FEATURE_NAMES
+from transforms.features import FeatureVector
 
 __all__ = [
     "FEATURES_TABLE",
@@ -70,104 +67,24 @@ __all__ = [
     "TeeToAnalytics",
 ]
 
-FEATURES_TABLE = "features"
 
 
-def _field(name: str, type_: str, mode: str, description: str) -> dict[str, str]:
-    return {"name": name, "type": type_, "mode": mode, "description": description}
-
-
-FEATURES_SPEC = TableSpec(
-    FEATURES_TABLE,
-    "The feature vector of one instrument's session, from the source that fed the features.",
-    (
-        _field("insert_id", "STRING", "REQUIRED", "deterministic row id: de-duplicate on it"),
-        _field("instrument_id", "STRING", "REQUIRED", "exchange-qualified id, e.g. XNAS:AAPL"),
-        _field("source", "STRING", "REQUIRED", "the source whose bars fed the features"),
-        _field("session_date", "DATE", "REQUIRED", "exchange-local trading date"),
-        _field("event_time", "TIMESTAMP", "REQUIRED", "the session's close, UTC"),
-        *(_field(n, "FLOAT", "REQUIRED", "transforms/features.py (float32 as the model sees it)")
-          for n in FEATURE_NAMES),
-    ),
-    "session_date", ("instrument_id", "source"))
-"""The ``features`` table: one column per ``transforms.features.FEATURE_NAMES`` (the single list
-of feature keys), in BigQuery's JSON-schema form like ``stores.bigquery.TABLE_SPECS``; the DDL in
-``analytics/sql/tables/features.sql`` matches it (tested)."""
+FEATURES_SPEC = TABLE_SPECS[FEATURES_TABLE]
+"""The ``features`` table (defined with the BigQuery tables in ``stores.bigquery``): one column per
+``transforms.features.FEATURE_NAMES``; ``analytics/sql/tables/features.sql`` matches it (tested)."""
 
 ANALYTICS_SPECS: dict[str, TableSpec] = {
-    **{n: s for n, s in TABLE_SPECS.items() if n != BQ_DEAD_LETTERS},
-    FEATURES_TABLE: FEATURES_SPEC,
-}
+    n: s for n, s in TABLE_SPECS.items() if n != BQ_DEAD_LETTERS}
 """The tables the analytics store holds: BigQuery's (less its rejected-rows table) + features."""
 
 
-@dataclasses.dataclass(frozen=True)
-class FeatureVector:
-    """The features of one instrument's session (``FEATURE_NAMES`` order).
-
-    Attributes:
-        instrument_id: exchange-qualified id.
-        source: the source whose bars fed the features.
-        session_date: exchange-local session date.
-        event_time: the session's close (UTC aware).
-        values: ``N_FEATURES`` floats (returns as log returns, ratios unitless).
-    """
-
-    instrument_id: str
-    source: str
-    session_date: dt.date
-    event_time: dt.datetime
-    values: tuple[float, ...]
-
-    @classmethod
-    def from_window(cls, element: tuple[Any, np.ndarray]) -> FeatureVector:
-        """The last feature vector of a ``ComputeFeatures`` window.
-
-        Args:
-            element: ``(PredictionContext, ndarray[window, N_FEATURES])``.
-
-        Raises:
-            ValueError: if the window's last axis is not ``N_FEATURES`` long.
-        """
-        ctx, window = element
-        last = np.asarray(window)[-1]
-        if last.shape != (len(FEATURE_NAMES),):
-            raise ValueError(f"window rows have shape {last.shape}, want ({len(FEATURE_NAMES)},)")
-        return cls(ctx.instrument_id, ctx.source, ctx.as_of_date, ctx.as_of_time,
-                   tuple(last.tolist()))
-
-    @property
-    def insert_id(self) -> str:
-        """``{instrument_id}/{source}/{yyyymmdd}``: deterministic, so a replay has the same id."""
-        return f"{self.instrument_id}/{self.source}/{self.session_date:%Y%m%d}"
-
-
-def _ts(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _num(value: float) -> float | str:
-    v = float(value)
-    if math.isfinite(v):
-        return v
-    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-
-
 def to_analytics_row(record: object) -> tuple[str, dict[str, Any]]:
-    """``(table, row)`` of a record: ``stores.bigquery.to_bq_row`` (the row BigQuery gets), or a
-    ``features`` row for a ``FeatureVector`` in the same conventions (ISO dates, RFC 3339 UTC
-    timestamps, non-finite floats as ``"NaN"``/``"Infinity"`` strings).
+    """``(table, row)`` of a record: exactly ``stores.bigquery.to_bq_row`` (the row BigQuery
+    gets; a ``FeatureVector`` becomes a ``features`` row).
 
     Raises:
         TypeError: for a record type without a table (``Instrument`` included).
     """
-    if isinstance(record, FeatureVector):
-        row: dict[str, Any] = {
-            "insert_id": record.insert_id, "instrument_id": record.instrument_id,
-            "source": record.source, "session_date": record.session_date.isoformat(),
-            "event_time": _ts(record.event_time)}
-        row.update({n: _num(v) for n, v in zip(FEATURE_NAMES, record.values, strict=True)})
-        return FEATURES_TABLE, row
     return to_bq_row(record)
 
 

@@ -460,16 +460,21 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
         from transforms.sinks import WriteToBigtableStore
 
         records | "WriteToServingStore" >> WriteToBigtableStore(r.store)
+    if r.bq_table_prefix or r.analytics_dir:
+        # analytics (BigQuery, the embedded store) also get each window's last feature vector
+        from transforms.features import FeatureVector
+
+        features = ordered.windows | "SelectFeatureVectors" >> beam.Map(FeatureVector.from_window)
     if r.bq_table_prefix:
         from stores.bigquery import WriteRecordsToBigQuery
 
         project, dataset = r.bq_table_prefix.split(":", 1)
-        records | "WriteToBigQuery" >> WriteRecordsToBigQuery(project, dataset)
+        ((records, features) | "FlattenBigQueryRecords" >> beam.Flatten()
+         | "WriteToBigQuery" >> WriteRecordsToBigQuery(project, dataset))
     if r.analytics_dir:
-        from analytics.sink import FeatureVector, WriteToAnalyticsStore
+        from analytics.sink import WriteToAnalyticsStore
 
-        # the rows BigQuery gets (to_bq_row), plus each window's last feature vector
-        features = ordered.windows | "SelectFeatureVectors" >> beam.Map(FeatureVector.from_window)
+        # the rows BigQuery gets (to_bq_row)
         ((records, features) | "FlattenAnalyticsRecords" >> beam.Flatten()
          | "WriteToAnalyticsStore" >> WriteToAnalyticsStore(r.analytics_dir))
     if r.alerts_topic:

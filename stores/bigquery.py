@@ -65,10 +65,12 @@ from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
 from miraikakaku.tracking import PERFORMANCE_COLUMNS, PERFORMANCE_TABLE, ModelPerformance
 from stores.base import BarFlag
+from transforms.features import FEATURE_NAMES, FeatureVector
 
 __all__ = [
     "TableSpec",
     "TABLE_SPECS",
+    "FEATURES_TABLE",
     "BQ_DEAD_LETTERS",
     "to_bq_row",
     "insert_id",
@@ -251,6 +253,24 @@ def _num(value: float | None) -> float | str | None:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
+FEATURES_TABLE = "features"
+TABLE_SPECS[FEATURES_TABLE] = TableSpec(
+    FEATURES_TABLE,
+    "The feature vector of one instrument's session, from the source that fed the features.",
+    (
+        _req("insert_id", "STRING", "deterministic row id: de-duplicate on it"),
+        _req("instrument_id", "STRING", "exchange-qualified id, e.g. XNAS:AAPL"),
+        _req("source", "STRING", "the source whose bars fed the features"),
+        _req("session_date", "DATE", "exchange-local trading date"),
+        _req("event_time", "TIMESTAMP", "the session's close, UTC"),
+        *(_req(n, "FLOAT", "transforms/features.py (float32 as the model sees it)")
+          for n in FEATURE_NAMES),
+    ),
+    "session_date", ("instrument_id", "source"))
+"""``features``: one column per ``transforms.features.FEATURE_NAMES`` (the single list of
+feature keys); rows from ``FeatureVector`` (each window's last feature vector)."""
+
+
 def insert_id(record: object) -> str:
     """Deterministic insert id of a record: a replay of the record gets the same id.
 
@@ -272,6 +292,8 @@ def insert_id(record: object) -> str:
     if isinstance(record, ModelPerformance):
         return (f"{record.model_name}/{record.model_version}/{record.instrument_id}/"
                 f"{record.target_date:%Y%m%d}")
+    if isinstance(record, FeatureVector):
+        return record.insert_id
     raise TypeError(f"no BigQuery table for a {type(record).__name__}")
 
 
@@ -335,6 +357,13 @@ def to_bq_row(record: object) -> tuple[str, dict[str, Any]]:
             "kind": a.kind, "instrument_id": a.instrument_id, "event_time": _ts(a.event_time),
             "session_date": a.session_date.isoformat(), "value": _num(a.value),
             "threshold": _num(a.threshold), "message": a.message}
+    if isinstance(record, FeatureVector):
+        row: dict[str, Any] = {
+            "insert_id": record.insert_id, "instrument_id": record.instrument_id,
+            "source": record.source, "session_date": record.session_date.isoformat(),
+            "event_time": _ts(record.event_time)}
+        row.update({n: _num(v) for n, v in zip(FEATURE_NAMES, record.values, strict=True)})
+        return FEATURES_TABLE, row
     if isinstance(record, DeadLetter):
         d = record
         return "dead_letters", {

@@ -52,6 +52,7 @@ __all__ = [
     "SymbolHistory",
     "compute_features",
     "log_return",
+    "FeatureVector",
 ]
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -221,3 +222,45 @@ class SymbolHistory:
                 window = np.asarray(self.feats, dtype=np.float32)
         return StepResult(feats, window, prev.price if prev else None,
                           prev.close if prev else None, tuple(flags))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureVector:
+    """The features of one instrument's session (``FEATURE_NAMES`` order).
+
+    Attributes:
+        instrument_id: exchange-qualified id.
+        source: the source whose bars fed the features.
+        session_date: exchange-local session date.
+        event_time: the session's close (UTC aware).
+        values: ``N_FEATURES`` floats (returns as log returns, ratios unitless).
+    """
+
+    instrument_id: str
+    source: str
+    session_date: dt.date
+    event_time: dt.datetime
+    values: tuple[float, ...]
+
+    @classmethod
+    def from_window(cls, element: tuple[object, np.ndarray]) -> FeatureVector:
+        """The last feature vector of a ``ComputeFeatures`` window.
+
+        Args:
+            element: ``(PredictionContext, ndarray[window, N_FEATURES])``.
+
+        Raises:
+            ValueError: if the window's last axis is not ``N_FEATURES`` long.
+        """
+        ctx, window = element  # ctx: transforms.ordering's PredictionContext
+        last = np.asarray(window)[-1]
+        if last.shape != (len(FEATURE_NAMES),):
+            raise ValueError(f"window rows have shape {last.shape}, want ({len(FEATURE_NAMES)},)")
+        return cls(ctx.instrument_id, ctx.source, ctx.as_of_date,  # type: ignore[attr-defined]
+                   ctx.as_of_time,  # type: ignore[attr-defined]
+                   tuple(last.tolist()))
+
+    @property
+    def insert_id(self) -> str:
+        """``{instrument_id}/{source}/{yyyymmdd}``: deterministic, so a replay has the same id."""
+        return f"{self.instrument_id}/{self.source}/{self.session_date:%Y%m%d}"

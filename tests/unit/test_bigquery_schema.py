@@ -45,6 +45,7 @@ from stores.bigquery import (
     to_bq_table,
 )
 from tests.conftest import JP, SHARED, SP500, read_rows, write_csv
+from transforms.features import BarPoint, FeatureVector, compute_features
 from transforms.parsing import file_spec, iter_file
 
 pytestmark = pytest.mark.unit
@@ -107,6 +108,11 @@ def records(tmp_path_factory) -> list[object]:
                           before.feature_price * math.exp(0.0012), "lstm_daily", "3")
     extra.append(ModelPerformance.from_outcomes(
         [make_outcome(forecast, bar.feature_price, bar.currency)]))
+    # the feature vector of the last real bar, as the pipeline's windows carry it
+    points = [BarPoint(e.session_date, float(i), e.feature_price, e.high, e.low, e.close,
+                       e.volume) for i, e in enumerate(daily)]
+    extra.append(FeatureVector(bar.instrument_id, bar.source, bar.session_date, bar.event_time,
+                               compute_features(points)))
     return parsed + extra
 
 
@@ -160,7 +166,8 @@ def test_the_price_tables_are_partitioned_by_session_date_and_clustered_by_instr
         assert spec.clustering_fields[0] == "instrument_id"
         assert {f["name"]: f["type"] for f in spec.fields}[spec.partition_field] == "DATE"
     assert set(TABLE_SPECS) == {"bars", "ticks", "bar_flags", "predictions", "alerts",
-                                "model_performance", "dead_letters", BQ_DEAD_LETTERS}
+                                "model_performance", "dead_letters", "features",
+                                BQ_DEAD_LETTERS}
 
 
 # -- row conversion ------------------------------------------------------------------------------
