@@ -453,7 +453,7 @@ def add_notify_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=500,
                    help="Events per transaction. Default: 500.")
     p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="No per-batch progress lines.")
+                   help="No progress lines (by default one every 2 s while events flow).")
     p.add_argument("--pubsub-project", default=None, metavar="PROJECT",
                    help="Google Cloud mode: read the prices-notify, predictions-notify and "
                         "alerts-notify subscriptions of PROJECT (created by `miraikakaku "
@@ -486,8 +486,11 @@ def run_notify_command(args: Any) -> int:
     console.print(f"notifier: {where} -> {settings.app_database_url}"
                   f"{' (from the start)' if args.from_start else ''}")
 
-    def progress(s: NotifySummary) -> None:
-        if args.progress:
+    last = [0.0]
+
+    def progress(s: NotifySummary) -> None:  # at most one line every 2 s
+        if args.progress and time.monotonic() - last[0] >= 2.0:
+            last[0] = time.monotonic()
             console.print(f"  {s.line()}", soft_wrap=True)
 
     try:
