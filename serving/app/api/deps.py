@@ -132,8 +132,9 @@ def get_db(request: Request) -> Database:
 
 
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    """A database session for one request: committed when the route returns, rolled back when
-    it raises. Routes using it are plain ``def`` (FastAPI runs them in its threadpool)."""
+    """A database session for one request: committed when the route returns (before the
+    response is sent: see ``SessionDep``), rolled back when it raises. Routes using it are plain
+    ``def`` (FastAPI runs them in its threadpool)."""
     with db.session() as session:
         yield session
 
@@ -146,7 +147,8 @@ TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
 def get_current_user(request: Request, token: TokenDep,
-                     session: Annotated[Session, Depends(get_session)]) -> User:
+                     session: Annotated[Session, Depends(get_session, scope="function")]
+                     ) -> User:
     """The user of a valid access token.
 
     The role comes from the database, not the token, so a role change applies at once; the
@@ -214,7 +216,11 @@ DelayCutoffDep = Annotated[dt.datetime | None, Depends(delay_cutoff)]
 """``delay_cutoff`` as a dependency: None = real-time."""
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+"""The request's session. ``scope="function"``: the commit runs when the route returns, before
+the response is sent (FastAPI's default for yield dependencies, ``"request"``, commits after the
+response: a client could read before its own write was committed, and a failed commit would
+follow a success answer)."""
 DatabaseDep = Annotated[Database, Depends(get_db)]
 StoreDep = Annotated[ServingStore, Depends(get_store)]
 StoreProviderDep = Annotated[StoreProvider, Depends(get_store_provider)]
