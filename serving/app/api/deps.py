@@ -34,6 +34,8 @@ __all__ = [
     "CurrentUser",
     "TokenDep",
     "require_permission",
+    "has_permission",
+    "check_permission",
     "DelayCutoffDep",
     "delay_cutoff",
     "get_db",
@@ -178,6 +180,22 @@ def get_current_user(request: Request, token: TokenDep,
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def has_permission(user: User, permission: str) -> bool:
+    """Whether ``user``'s role grants ``permission`` (``ROLE_PERMISSIONS``)."""
+    return permission in ROLE_PERMISSIONS.get(Role(user.role), frozenset())
+
+
+def check_permission(user: User, permission: str) -> User:
+    """``user`` when its role grants ``permission``.
+
+    Raises:
+        Forbidden: the role lacks ``permission`` (403).
+    """
+    if not has_permission(user, permission):
+        raise Forbidden(f"role {user.role!r} lacks permission {permission!r}")
+    return user
+
+
 def require_permission(permission: str) -> Callable[..., User]:
     """A dependency that returns the current user when the user's role has ``permission``.
 
@@ -189,9 +207,7 @@ def require_permission(permission: str) -> Callable[..., User]:
     """
 
     def dependency(user: CurrentUser) -> User:
-        if permission not in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
-            raise Forbidden(f"role {user.role!r} lacks permission {permission!r}")
-        return user
+        return check_permission(user, permission)
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
     return dependency
@@ -205,7 +221,7 @@ def delay_cutoff(request: Request, user: CurrentUser) -> dt.datetime | None:
         ``settings.quote_delay_minutes`` (aware UTC): quotes, bars, predictions and alerts with
         a later event time are not shown to the ``user`` role.
     """
-    if "market:realtime" in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
+    if has_permission(user, "market:realtime"):
         return None
     settings: Settings = request.app.state.settings
     return dt.datetime.now(dt.timezone.utc) - dt.timedelta(

@@ -30,12 +30,13 @@ from serving.app.api.deps import (
     DatabaseDep,
     SessionDep,
     TokenDep,
+    check_permission,
     get_current_user,
     require_permission,
 )
-from serving.app.api.errors import ERROR_RESPONSES, Forbidden, NotFound
+from serving.app.api.errors import ERROR_RESPONSES, NotFound
 from serving.app.db import Database
-from serving.app.models import ROLE_PERMISSIONS, Notification, Role, User, utcnow
+from serving.app.models import Notification, User, utcnow
 from serving.app.notification_schemas import (
     NotificationPublic,
     NotificationsPublic,
@@ -136,8 +137,7 @@ def _stream_user(request: Request, token: TokenDep, db: DatabaseDep,
     database session is closed before the stream starts."""
     with db.session() as session:
         user = get_current_user(request, token or access_token, session)
-        if "notifications:read" not in ROLE_PERMISSIONS.get(Role(user.role), frozenset()):
-            raise Forbidden(f"role {user.role!r} lacks permission 'notifications:read'")
+        check_permission(user, "notifications:read")
         session.expunge(user)
     return user
 
