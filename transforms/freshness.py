@@ -1,0 +1,201 @@
+"""Per-instrument feed freshness: a system alert when an instrument's events stop while its
+exchange is open.
+
+``MonitorFreshness``: ``PCollection[PriceEvent]`` (timestamped with event time; unbounded) →
+``PCollection[AlertEvent]`` of kind ``stale_feed``.
+
+Rule: an instrument is stale when no event of it arrived for ``minutes`` (setting
+``MIRAIKAKAKU_FRESHNESS_MINUTES``, default 15) of *open exchange time*: regular hours of the
+instrument's calendar (``miraikakaku.instruments`` → ``miraikakaku.calendars``), so the count
+pauses over the close, nights, weekends, holidays and Tokyo's lunch break
+(``SessionCalendar.open_time_after``). A feed whose last trade came at 15:59 New York is not stale
+overnight; it is stale at 09:45 the next session if nothing came by then. Only intraday events
+count (``tick``, ``1s``, ``1m`` by default): a daily-bar feed is quiet all day by design.
+
+One alert per stale period: the alert fires once, at ``detected_at`` = the instant the open-time
+count reaches ``minutes`` (for a hole inside a session: last event + ``minutes``), and the next
+event of the instrument re-arms the monitor. The ``AlertEvent``: ``rule_id`` ``system.freshness``,
+``kind`` ``stale_feed``, ``event_time`` = detected at (UTC), ``session_date`` = the exchange-local
+session of detection, ``value`` = wall-clock minutes from the last event to detection,
+``threshold`` = ``minutes``, ``message`` = severity (``warning``), instrument, last event time
+and detection time; ``alert_id`` = ``system.freshness/{instrument}/{last event time}``, so a
+replay alerts once per stale period and two stale periods of one day stay two alerts.
+
+Event time and runners: one stateful DoFn per instrument keeps the newest event time and sets an
+*event-time* timer at the stale deadline; the timer fires when the watermark passes the deadline
+without a newer event having reset it. With ``TestStream`` the test drives the watermark, so the
+behaviour is deterministic. On the Python DirectRunner, ``ReadFromPubSub``'s watermark is the wall
+clock (``_PubSubReadEvaluator`` holds it at ``time.time()``): for a live feed that is what we want
+(stale = silent for N open minutes of real time), but for replayed history every deadline is
+already in the past and would fire at once. On Dataflow the Pub/Sub watermark follows the
+``event_time`` attribute (the oldest unacknowledged event time), so a replay sees the feed's
+historical holes. Hence ``max_event_age``: an event older than that (event time vs wall clock at
+processing) does not arm the monitor (counter ``Freshness/not_armed_old_events``); the pipeline
+sets one hour, tests of replayed history pass None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+import typing
+from collections.abc import Iterable
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from miraikakaku.calendars import get_calendar
+from miraikakaku.instruments import load_master
+from miraikakaku.schema import AlertEvent, PriceEvent
+from transforms import progress
+
+__all__ = ["MonitorFreshness", "stale_alert", "default_freshness_minutes", "RULE_ID", "KIND",
+           "SEVERITY", "INTRADAY_INTERVALS"]
+
+RULE_ID = "system.freshness"
+KIND = "stale_feed"
+SEVERITY = "warning"
+INTRADAY_INTERVALS = ("tick", "1s", "1m")
+"""Intervals whose events keep an instrument fresh (daily and hourly feeds are quiet by design)."""
+
+_ENV = "MIRAIKAKAKU_FRESHNESS_MINUTES"
+
+
+def default_freshness_minutes() -> float:
+    """``MIRAIKAKAKU_FRESHNESS_MINUTES`` from the environment, default 15.
+
+    Raises:
+        ValueError: if the variable is set but not a positive number.
+    """
+    text = os.environ.get(_ENV, "").strip()
+    if not text:
+        return 15.0
+    value = float(text)
+    if value <= 0:
+        raise ValueError(f"{_ENV} must be a positive number of minutes, got {text!r}")
+    return value
+
+
+def stale_alert(instrument_id: str, symbol: str, calendar: str, last_event: dt.datetime,
+                detected_at: dt.datetime, minutes: float) -> AlertEvent:
+    """The ``stale_feed`` system alert (fields as in the module docstring).
+
+    Args:
+        instrument_id, symbol: the instrument (``XNYS:IBM``, ``IBM``).
+        calendar: its exchange_calendars code.
+        last_event: event time of its newest event (UTC aware).
+        detected_at: when the stale period reached ``minutes`` of open exchange time (UTC).
+        minutes: the freshness threshold.
+    """
+    cal = get_calendar(calendar)
+    last = last_event.astimezone(dt.timezone.utc)
+    stamp = f"{last:%Y%m%dT%H%M%S}.{last.microsecond // 1000:03d}"
+    quiet = (detected_at - last).total_seconds() / 60.0
+    return AlertEvent(
+        f"{RULE_ID}/{instrument_id}/{stamp}", RULE_ID, KIND, instrument_id, detected_at,
+        detected_at.astimezone(cal.tz).date(), quiet, float(minutes),
+        f"{SEVERITY}: {symbol} ({instrument_id}) stale: no event for {minutes:g} min while "
+        f"{calendar} is open; last event {last.isoformat()}, detected {detected_at.isoformat()}")
+
+
+@dataclasses.dataclass
+class _Watch:
+    last: dt.datetime
+    instrument_id: str
+    symbol: str
+    calendar: str
+    deadline: dt.datetime | None  # None: disarmed (alerted, or not armed)
+
+
+class _FreshnessFn(beam.DoFn):
+    WATCH = ReadModifyWriteStateSpec("watch", PickleCoder())
+    STALE = TimerSpec("stale", TimeDomain.WATERMARK)
+
+    def __init__(self, minutes: float, max_event_age: dt.timedelta | None,
+                 intervals: Iterable[str], default_mic: str) -> None:
+        self._minutes = minutes
+        self._max_age = max_event_age
+        self._intervals = frozenset(intervals)
+        self._default_mic = default_mic
+        self._events = progress.counter("Freshness", "monitored_events")
+        self._old = progress.counter("Freshness", "not_armed_old_events")
+        self._behind = progress.counter("Freshness", "older_than_newest_events")
+        self._alerts = progress.counter("Freshness", "stale_alerts")
+
+    def setup(self) -> None:
+        self._master = load_master(self._default_mic)
+
+    def process(self, element: tuple[str, PriceEvent], watch=beam.DoFn.StateParam(WATCH),
+                stale=beam.DoFn.TimerParam(STALE)):
+        _, event = element
+        if event.interval not in self._intervals:
+            return
+        self._events.inc()
+        w: _Watch | None = watch.read()
+        if w is not None and event.event_time <= w.last:
+            self._behind.inc()  # out of order: the newest event time already counts
+            return
+        if w is None:
+            inst = self._master.resolve(event.symbol)
+            w = _Watch(event.event_time, event.instrument_id, event.symbol, inst.calendar, None)
+        w.last = event.event_time
+        w.deadline = None
+        if self._max_age is not None and \
+                time.time() - event.event_time.timestamp() > self._max_age.total_seconds():
+            self._old.inc()  # replayed history on a wall-clock watermark: never arm
+        else:
+            w.deadline = get_calendar(w.calendar).open_time_after(
+                event.event_time, dt.timedelta(minutes=self._minutes))
+            if w.deadline is not None:
+                stale.set(Timestamp.from_utc_datetime(w.deadline))
+        watch.write(w)
+
+    @on_timer(STALE)
+    def on_stale(self, fire=beam.DoFn.TimestampParam, watch=beam.DoFn.StateParam(WATCH)):
+        w: _Watch | None = watch.read()
+        if w is None or w.deadline is None or Timestamp.from_utc_datetime(w.deadline) != fire:
+            return  # re-armed by a newer event (or disarmed) since this timer was set
+        detected = w.deadline
+        w.deadline = None
+        watch.write(w)
+        self._alerts.inc()
+        yield stale_alert(w.instrument_id, w.symbol, w.calendar, w.last, detected,
+                          self._minutes)
+
+
+class MonitorFreshness(beam.PTransform):
+    """``PCollection[PriceEvent]`` → ``PCollection[AlertEvent]`` (``stale_feed``; see the
+    module docstring).
+
+    Args:
+        minutes: open exchange minutes without an event after which an instrument is stale
+            (default: ``MIRAIKAKAKU_FRESHNESS_MINUTES`` or 15).
+        max_event_age: events older than this (wall clock at processing) do not arm the
+            monitor (replays on a wall-clock watermark); None: every event arms it.
+        intervals: event intervals that keep an instrument fresh.
+        default_mic: MIC for unknown non-Tokyo symbols.
+
+    Raises:
+        ValueError: for ``minutes`` <= 0.
+    """
+
+    def __init__(self, minutes: float | None = None,
+                 max_event_age: dt.timedelta | None = dt.timedelta(hours=1),
+                 intervals: Iterable[str] = INTRADAY_INTERVALS,
+                 default_mic: str = "XNYS") -> None:
+        super().__init__()
+        minutes = default_freshness_minutes() if minutes is None else float(minutes)
+        if minutes <= 0:
+            raise ValueError(f"freshness minutes must be positive, got {minutes}")
+        self._fn = _FreshnessFn(minutes, max_event_age, tuple(intervals), default_mic)
+
+    def expand(self, events):
+        return (events
+                | "KeyByInstrument" >> beam.Map(lambda e: (e.instrument_id, e))
+                | "Watch" >> beam.ParDo(self._fn).with_input_types(
+                    beam.typehints.Tuple[str, typing.Any]))
