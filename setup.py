@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["miraikakaku*", "stores*", "transforms*", "models*",
                                     "collector*", "pipelines*", "serving*", "notifier*",
-                                    "tfx_pipelines*", "analytics*"]),
+                                    "tfx_pipelines*", "analytics*", "quality*"]),
     package_data={"miraikakaku": ["reference/*.csv"],
                   "analytics": ["sql/tables/*.sql", "sql/views/*.sql", "sql/queries/*.sql"]},
     install_requires=[
