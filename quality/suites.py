@@ -64,6 +64,7 @@ __all__ = [
     "VOLUME_Z_BOUND",
     "REQUIRED",
     "NUMBERS",
+    "RANGE_LIMITS",
     "KEY_COLUMNS",
 ]
 
@@ -82,6 +83,10 @@ LARGE_MOVE_WINDOW = 60
 """Returns (sessions for daily bars, about three months) the ``large_move`` z-score looks back."""
 LARGE_MOVE_MIN_PERIODS = 20
 """Fewest previous returns for a z-score; before that the rule does not evaluate the bar."""
+RANGE_LIMITS = {"1d": 1.5, "intraday": 1.2}
+"""Largest plausible high/low ratio of one bar (``extreme_range`` flag); the thresholds of the
+shared data's own checks (../shared/data/README.md, "How this was checked": high/low ratios over
+1.5 daily or 1.2 intraday), which single out e.g. XL 2015-08-24 low 5.40 against close 36.79."""
 VOLUME_Z_BOUND = 19 / math.sqrt(20)
 """Largest |z| a value can have within its own sample of n = 20 (ddof = 1): (n - 1) / √n
 (Samuelson's inequality, 1968). ``volume_z_20`` beyond it is a computation error."""
@@ -173,6 +178,10 @@ def _price_rules() -> list[Rule]:
         _rule("ohlc_inconsistent", FLAG, gxe.ExpectColumnValuesToBeInSet,
               "open and close inside [low, high] (ohlc_consistent)",
               column="ohlc_consistent", value_set=[True]),
+        _rule("extreme_range", FLAG, gxe.ExpectColumnPairValuesAToBeGreaterThanB,
+              "high / low <= RANGE_LIMITS (1.5 daily, 1.2 intraday; hl_limit >= hl_ratio): a "
+              "bad print such as the 2015-08-24 flash-crash lows", column_A="hl_limit",
+              column_B="hl_ratio", or_equal=True, ignore_row_if="either_value_is_missing"),
         _rule("zero_volume", FLAG, gxe.ExpectColumnValuesToBeBetween,
               "volume > 0 (Yahoo's phantom holiday rows, outage rows)",
               column="volume", min_value=0, strict_min=True),

@@ -35,6 +35,7 @@ from quality.suites import (
     LARGE_MOVE_MIN_PERIODS,
     LARGE_MOVE_WINDOW,
     NUMBERS,
+    RANGE_LIMITS,
     REQUIRED,
     Rule,
     get_suite,
@@ -57,6 +58,7 @@ __all__ = [
 
 PRICE_KINDS = ("price_events", "bars")
 _ROW_COLUMNS = {"required_present", "numbers_ok", "min_price", "ohlc_consistent", "in_session",
+                "hl_ratio", "hl_limit",
                 "model_version_present"}
 _RESULT_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False,
                   "partial_unexpected_count": 20}
@@ -222,9 +224,11 @@ def add_row_columns(df: pd.DataFrame, kind: str) -> pd.DataFrame:
       float (or is null, where null is allowed);
     * price kinds: ``min_price`` (float, the smallest of open/high/low/close/adj_close, nulls
       skipped), ``ohlc_consistent`` (bool, low <= open <= high and low <= close <= high; True
-      when a price is null), ``in_session`` (bool: a daily bar's ``session_date`` is a session of
-      the instrument's exchange calendar, ``miraikakaku.calendars``; an intraday bar's start,
-      event time minus the interval, or a trade's time lies in [open, close) of a session);
+      when a price is null), ``hl_ratio`` (high / low) and ``hl_limit``
+      (``quality.suites.RANGE_LIMITS`` for the interval), ``in_session`` (bool: a daily bar's
+      ``session_date`` is a session of the instrument's exchange calendar,
+      ``miraikakaku.calendars``; an intraday bar's start, event time minus the interval, or a
+      trade's time lies in [open, close) of a session);
     * predictions: ``model_version_present`` (bool, a non-empty string).
     """
     n = len(df)
@@ -264,6 +268,12 @@ def add_row_columns(df: pd.DataFrame, kind: str) -> pd.DataFrame:
                                                                        "close"))
         bad = (o > h) | (c > h) | (o < lo) | (c < lo)  # NaN compares False: not evaluated
         df["ohlc_consistent"] = ~bad.to_numpy()
+    if "hl_ratio" not in df.columns and {"high", "low", "interval"} <= set(df.columns):
+        h, lo = pd.to_numeric(df["high"], errors="coerce"), pd.to_numeric(df["low"],
+                                                                           errors="coerce")
+        df["hl_ratio"] = (h / lo.where(lo > 0)).to_numpy()
+        df["hl_limit"] = np.where(df["interval"] == "1d", RANGE_LIMITS["1d"],
+                                  RANGE_LIMITS["intraday"])
     if "in_session" in df.columns or \
             not {"instrument_id", "interval", "session_date", "event_time"} <= set(df.columns):
         return df
@@ -440,7 +450,7 @@ def validate_frame(df: pd.DataFrame, kind: str, *, rules: Sequence[str] | None =
     suite_def = get_suite(kind)
     if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
         df = df.reset_index(drop=True)
-    derived = {r.columns[0] for r in suite_def.rules if r.columns} & _ROW_COLUMNS
+    derived = {c for r in suite_def.rules for c in r.columns} & _ROW_COLUMNS
     if not derived <= set(df.columns):
         df = add_row_columns(df.copy(), kind)
     selected = suite_def.select(rules, df.columns)
