@@ -690,7 +690,9 @@ class Warehouse:
 def _instrument_row(i: Any) -> dict[str, Any]:
     return {"instrument_id": i.instrument_id, "symbol": i.symbol, "mic": i.mic or None,
             "calendar": i.calendar, "currency": i.currency, "timezone": i.timezone,
-            "kind": i.kind, "name": i.name or None}
+            "kind": i.kind, "name": i.name or None,
+            "listing_date": getattr(i, "listing_date", None),
+            "delisting_date": getattr(i, "delisting_date", None)}
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -189,6 +189,11 @@ class _SequencingFn(beam.DoFn):
         self._master = load_master(self._default_mic)
         self._store = None
 
+    def _instrument(self, event: PriceEvent):
+        """The event's instrument by its id (a reused ticker's symbol names two), else by rule."""
+        return self._master.get(event.instrument_id) or self._master.resolve(
+            event.symbol, event.session_date)
+
     def _warm_start(self, seq: InstrumentSequencer, first: PriceEvent) -> None:
         """Replay the instrument's recent daily bars from the serving store into ``seq``."""
         if self._warm_store is None:
@@ -265,7 +270,7 @@ class _OrderedFeaturesFn(_SequencingFn):
             rest = [e for e in events if Timestamp.from_utc_datetime(e.event_time) > fire]
         seq: InstrumentSequencer | None = state.read()
         if seq is None:
-            inst = self._master.resolve(events[0].symbol) if events else None
+            inst = self._instrument(events[0]) if events else None
             if inst is None:
                 return
             yield beam.pvalue.TaggedOutput(self.INSTRUMENTS, inst)
@@ -296,7 +301,7 @@ class _OrderedGroupsFn(_SequencingFn):
         events = list(grouped)
         if not events:
             return
-        inst = self._master.resolve(events[0].symbol)
+        inst = self._instrument(events[0])
         yield beam.pvalue.TaggedOutput(self.INSTRUMENTS, inst)
         seq = InstrumentSequencer(inst.calendar, self._priority, self._window)
         self._warm_start(seq, min(events, key=lambda e: e.event_time))

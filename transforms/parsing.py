@@ -211,6 +211,11 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
         sequence: per-source sequence number (trades sharing a timestamp differ by it); a
             ``sequence`` field in the record wins.
 
+    The symbol resolves to an instrument by the instrument master; a reused ticker (``FB``,
+    ``WM``, ``GOOG``: ``InstrumentMaster.needs_date``) by the row's local date, or by the date
+    whose tickers the source uses (``reference/symbology.csv``), so Lean's FB rows of 1999-2003
+    belong to ``XNYS:FB-1999`` and its later rows to ``XNAS:FB``.
+
     Returns:
         The event, with calendar flags (``not_a_session``, ``calendar_estimated``) and
         ``unknown_instrument`` when the symbol was resolved by rule.
@@ -224,14 +229,18 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
     for name in required:
         if not _text(fields.get(name)):
             raise ParseError("missing_field", f"field {name!r} is empty")
+    source = _text(fields.get("source")) or default_source
+    symbol = _text(fields["symbol"])
+    on = None
+    if master.needs_date(symbol):  # a reused ticker: the row's date (or the source's) decides
+        on = master.symbology.get(source) or _date(_text(fields["date"]))
     try:
-        inst = master.resolve(_text(fields["symbol"]))
+        inst = master.resolve(symbol, on)
     except ValueError as e:
         raise ParseError("bad_symbol", str(e)) from None
     if _text(fields.get("sequence")):
         seq_value = _number(fields, "sequence", required=True)
         sequence = int(seq_value)  # type: ignore[arg-type]
-    source = _text(fields.get("source")) or default_source
     flags: tuple[str, ...] = ()
     if is_trade:
         interval = "tick"

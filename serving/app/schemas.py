@@ -24,6 +24,8 @@ from pydantic import (
 
 __all__ = [
     "UtcDatetime",
+    "AliasPublic",
+    "InstrumentDetailPublic",
     "InstrumentPublic",
     "InstrumentsPublic",
     "QuotePublic",
@@ -89,6 +91,29 @@ class InstrumentPublic(_Public):
     kind: str = Field(description="`stock`, `etf` or `index`.")
     name: str = Field(description="Company or index name (may be empty).")
     known: bool = Field(description="False when resolved by rule rather than reference data.")
+
+
+class AliasPublic(_Public):
+    """One ticker of an instrument over a date range (inclusive; null = open)."""
+
+    symbol: str = Field(description="The ticker.", examples=["WMI"])
+    valid_from: dt.date | None = Field(description="First date it named the instrument.")
+    valid_to: dt.date | None = Field(description="Last date it named the instrument; null while "
+                                                 "it still does.")
+    source: str = Field(description="Where the range comes from: `lean_map:<file>` (a Lean map "
+                                    "file), `data:<file>` (a segment of a data file), `data` "
+                                    "(first date in the data), `yahoo` (a vendor's index code).")
+
+
+class InstrumentDetailPublic(InstrumentPublic):
+    """An instrument with its dated reference data (listing dates, tickers over time)."""
+
+    listing_date: dt.date | None = Field(
+        description="First session known: a Lean map file's first date, else the first date in "
+                    "the data (a lower bound of the real listing); null when not in the master.")
+    delisting_date: dt.date | None = Field(description="Last session; null while listed.")
+    aliases: list[AliasPublic] = Field(description="Every ticker of the instrument with its "
+                                                   "dates, oldest first.")
 
 
 class InstrumentsPublic(_Public):

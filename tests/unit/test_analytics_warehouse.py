@@ -100,10 +100,13 @@ def test_instruments_ddl_has_the_reference_columns() -> None:
     with open(INSTRUMENTS_CSV, newline="") as f:
         header = next(csv.reader(f))
     assert [c["name"] for c in ddl["fields"]] == header
-    assert {c["type"] for c in ddl["fields"]} == {"STRING"}
+    dates = {"listing_date", "delisting_date"}  # the dated master (miraikakaku.instruments)
+    assert {c["name"] for c in ddl["fields"] if c["type"] == "DATE"} == dates
+    assert {c["type"] for c in ddl["fields"] if c["name"] not in dates} == {"STRING"}
     assert ddl["partition"] == [] and ddl["cluster"] == [["instrument_id"]]
     nullable = {c["name"] for c in ddl["fields"] if c["mode"] == "NULLABLE"}
-    assert nullable == {"mic", "name"}  # an index has no MIC; many stocks have no name
+    # an index has no MIC; many stocks have no name; a listing may still be open
+    assert nullable == {"mic", "name", *dates}
 
 
 def test_table_files_cover_every_spec() -> None:

@@ -8,7 +8,9 @@ CREATE TABLE IF NOT EXISTS miraikakaku.instruments (
   currency STRING NOT NULL OPTIONS(description="ISO 4217 quote currency"),
   timezone STRING NOT NULL OPTIONS(description="IANA time zone of the exchange"),
   kind STRING NOT NULL OPTIONS(description="stock, etf or index"),
-  name STRING OPTIONS(description="company or index name")
+  name STRING OPTIONS(description="company or index name"),
+  listing_date DATE OPTIONS(description="first session known: a Lean map file's first date, else the first date in the data (a lower bound)"),
+  delisting_date DATE OPTIONS(description="last session (Lean map files, data segments); NULL while listed")
 )
 CLUSTER BY instrument_id
 OPTIONS(description="Instrument reference data (miraikakaku/reference/instruments.csv).");

@@ -18,7 +18,7 @@ from fastapi.security import OAuth2PasswordBearer
 from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session
 
-from miraikakaku.instruments import Instrument
+from miraikakaku.instruments import Instrument, load_master
 from miraikakaku.settings import Settings
 from serving.app.api.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from serving.app.core.security import InvalidToken, decode_access_token
@@ -49,6 +49,7 @@ __all__ = [
     "DateRangeDep",
     "IsoDate",
     "SinceQuery",
+    "SymbolPath",
     "SymbolQuery",
     "SYMBOL_MAX_LENGTH",
     "ID_MAX",
@@ -242,33 +243,45 @@ StoreDep = Annotated[ServingStore, Depends(get_store)]
 StoreProviderDep = Annotated[StoreProvider, Depends(get_store_provider)]
 
 
-async def lookup_instrument(store: ServingStore, symbol: str) -> Instrument:
+async def lookup_instrument(store: ServingStore, symbol: str,
+                            as_of: dt.date | None = None) -> Instrument:
     """Find an instrument by alias or id, case-insensitively.
+
+    The instrument master (``miraikakaku.instruments``) turns a ticker into an id first, so an
+    old ticker (``WMI``) finds its instrument (``XNYS:WM``) and a reused one (``FB``) the company
+    that had it on ``as_of`` (default: today's listing); a symbol the master does not know is
+    looked up in the store as it is (instruments the pipeline resolved by rule).
 
     Args:
         store: the serving store.
         symbol: ``AAPL``, ``aapl``, ``7203.T``, ``XNAS:AAPL`` or ``xtks:7203``.
+        as_of: the date the ticker is read at; None: today's listing.
 
     Returns:
-        The instrument.
+        The instrument, as the store holds it.
 
     Raises:
-        NotFound: no instrument has that alias or id (404).
+        NotFound: no instrument in the store has that alias or id (on ``as_of``) (404).
     """
-    instrument = await run_store(store.get_instrument, symbol)
+    ref = load_master().lookup(symbol, as_of)
+    instrument = None
+    if ref is not None:
+        instrument = await run_store(store.get_instrument, ref.instrument_id)
+    if instrument is None and (ref is None or as_of is None):
+        instrument = await run_store(store.get_instrument, symbol)
     if instrument is None:
         raise NotFound(f"unknown symbol {symbol!r}")
     return instrument
 
 
-async def resolve_instrument(
-    *,
-    symbol: Annotated[str, Path(min_length=1, max_length=SYMBOL_MAX_LENGTH,
-                                description="Alias (`AAPL`, `7203.T`) or exchange-qualified id "
-                                            "(`XNAS:AAPL`, `XTKS:7203`), case-insensitive.",
-                                examples=["AAPL"])],
-    store: StoreDep,
-) -> Instrument:
+SymbolPath = Annotated[str, Path(min_length=1, max_length=SYMBOL_MAX_LENGTH,
+                                 description="Alias (`AAPL`, `7203.T`) or exchange-qualified id "
+                                             "(`XNAS:AAPL`, `XTKS:7203`), case-insensitive.",
+                                 examples=["AAPL"])]
+"""The ``{symbol}`` path parameter."""
+
+
+async def resolve_instrument(*, symbol: SymbolPath, store: StoreDep) -> Instrument:
     """Resolve the ``{symbol}`` path parameter (see ``lookup_instrument``; unknown → 404)."""
     return await lookup_instrument(store, symbol)
 

@@ -15,18 +15,24 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from miraikakaku import rowkeys
+from miraikakaku.instruments import load_master
 from serving.app.api.deps import (
     DateRangeDep,
     DelayCutoffDep,
     InstrumentDep,
+    IsoDate,
     SettingsDep,
     StoreDep,
+    SymbolPath,
+    lookup_instrument,
 )
 from serving.app.api.errors import ERROR_RESPONSES, NotFound
 from serving.app.pagination import CursorQuery, bars_after, encode_cursor, predictions_after
 from serving.app.schemas import (
+    AliasPublic,
     BarPublic,
     BarsPublic,
+    InstrumentDetailPublic,
     InstrumentPublic,
     InstrumentsPublic,
     PredictionPublic,
@@ -90,10 +96,36 @@ async def read_symbols(*, store: StoreDep) -> InstrumentsPublic:
     return InstrumentsPublic(data=data, count=len(data))
 
 
-@router.get("/{symbol}", response_model=InstrumentPublic, summary="One instrument")
-async def read_symbol(*, instrument: InstrumentDep) -> InstrumentPublic:
-    """Reference data of one instrument (alias or id)."""
-    return InstrumentPublic.model_validate(instrument)
+AsOfQuery = Annotated[
+    IsoDate | None,
+    Query(description="Read the ticker as of this date (YYYY-MM-DD): a reused ticker names "
+                      "the company that had it then (`FB` on 2000-01-03 is `XNYS:FB-1999`), an "
+                      "old ticker its instrument (`WMI` → `XNYS:WM`). Default: today's listing.")]
+
+
+@router.get("/{symbol}", response_model=InstrumentDetailPublic, summary="One instrument")
+async def read_symbol(*, symbol: SymbolPath, store: StoreDep,
+                      as_of: AsOfQuery = None) -> InstrumentDetailPublic:
+    """Reference data of one instrument (alias or id): MIC, currency, time zone, calendar,
+    listing dates and its tickers over time.
+
+    The instrument master resolves the symbol (on ``as_of``); the store's row wins when it has
+    one, else the master's (an instrument of the reference data without bars in this store).
+    A symbol neither knows is a 404.
+    """
+    master = load_master()
+    ref = master.lookup(symbol, as_of)
+    if ref is None:
+        instrument = await lookup_instrument(store, symbol)
+    else:
+        instrument = await run_store(store.get_instrument, ref.instrument_id) or ref
+    dated = master.get(instrument.instrument_id)
+    base = InstrumentPublic.model_validate(instrument).model_dump()
+    if dated is None:
+        return InstrumentDetailPublic(**base, listing_date=None, delisting_date=None, aliases=[])
+    return InstrumentDetailPublic(
+        **base, listing_date=dated.listing_date, delisting_date=dated.delisting_date,
+        aliases=[AliasPublic.model_validate(a) for a in master.history(dated.instrument_id)])
 
 
 @router.get("/{symbol}/quote", response_model=QuotePublic, summary="Latest quote")
