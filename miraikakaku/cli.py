@@ -386,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.app import accounts
 
     accounts.add_parsers(sub)
+    from quality import report as quality_report
+
+    quality_report.add_parser(sub)
 
     if argv and argv[0] == "run":
         _quiet_warnings()
@@ -414,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.cli import run_publish
 
         return run_publish(args)
+    if args.command == "quality":
+        return quality_report.run_command(args)
     if args.command in ("users", "db"):
         return accounts.run_command(args)
     if args.command == "notify":
