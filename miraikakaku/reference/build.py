@@ -19,7 +19,8 @@ Sources, in order of precedence:
 3. **The data's first date** (normalized files) for every other instrument: ``listing_date`` is
    then the first session in the data, a lower bound of the real listing date; ``delisting_date``
    stays open (no source in ../shared/data says an instrument stopped trading except the map
-   files and the segments above).
+   files and the segments above). Its one alias starts there too, or the day after an earlier
+   holder of the ticker last had it (one ticker names one instrument at a time).
 
 Hand-compiled columns (MIC, kind, name) of the instruments the first version of the file did not
 have are in ``_ADDED``; see README.md for why each one has the MIC it has.
@@ -211,6 +212,13 @@ def build(data: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         first = min(lo for (_, s), (lo, _) in dates.items() if s == sym)
         aliases.append({"symbol": sym, "instrument_id": iid, "valid_from": first, "valid_to": "",
                         "source": source})
+    for a in aliases:  # a ticker names one instrument at a time: the earlier holder keeps it
+        if a["source"] != "data":  # through its last date (the new NWSA's when-issued rows
+            continue  # of 2013-06-19..28 predate the old NWSA's last day, 2013-06-28)
+        for b in aliases:
+            if b is not a and b["symbol"] == a["symbol"] and b["valid_to"] and \
+                    b["valid_from"] <= a["valid_from"] <= b["valid_to"]:
+                a["valid_from"] = _day_after(b["valid_to"])
     aliases.sort(key=lambda a: (a["symbol"], a["valid_from"], a["instrument_id"]))
     return rows, aliases
 
