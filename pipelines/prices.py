@@ -10,6 +10,10 @@ Graph (stable step labels, so Dataflow ``--update`` works)::
       → TrackPredictions (streaming: each prediction scored against its target session's bar;
         bounded runs: the batch job ``miraikakaku track``)
     everything (bars, flags, predictions, alerts, instruments, dead letters) → WriteToServingStore
+    ValidateEvents (--validation): 'suite' (default) validates micro-batches with the
+      great-expectations price_events suite (quality.stream.ValidateWithSuite) and also emits
+      quality_results rows (window × instrument × rule) to the analytics store and BigQuery;
+      'basic' the per-event checks (transforms.validation); 'off' none (benchmarks)
     embedded analytics: everything + each window's feature vector → WriteToAnalyticsStore
       (Parquet per table under --analytics_dir, default $DATA_DIR/warehouse; analytics/sink.py)
     optional Pub/Sub: alerts → PublishAlerts (--alerts_topic); stored price events and
@@ -179,6 +183,25 @@ class PriceOptions(PipelineOptions):
         parser.add_argument("--idle_seconds", type=float, default=5.0,
                             help="Quiet time after which open bars are written as provisional. "
                                  "Default: 5.")
+        parser.add_argument(
+            "--validation", default="suite", choices=["suite", "basic", "off"],
+            help="ValidateEvents: 'suite' runs the great-expectations price_events suite on "
+                 "micro-batches (quality.stream.ValidateWithSuite; also writes quality_results "
+                 "rows to the analytics store / BigQuery); 'basic' the per-event checks of "
+                 "transforms.validation; 'off' no validation (benchmarks only: nothing is "
+                 "blocked). Default: suite.")
+        parser.add_argument("--validation_batch_size", type=int, default=500,
+                            help="Rows per great-expectations validation call. Default: 500.")
+        parser.add_argument("--validation_batching", default="elements",
+                            choices=["elements", "state"],
+                            help="Micro-batches of --validation suite: 'elements' "
+                                 "(BatchElements, within a bundle, no state) or 'state' "
+                                 "(GroupIntoBatches per instrument group, across bundles). "
+                                 "Default: elements.")
+        parser.add_argument("--quality_window_seconds", type=int, default=None,
+                            help="Event-time window of the quality_results rows. Default: "
+                                 "604800 (weeks from Monday 00:00 UTC) for files, 3600 for "
+                                 "--subscription.")
 
 
 @dataclasses.dataclass
@@ -258,6 +281,11 @@ class _Resolved:
     prices_topic: str | None = None
     predictions_topic: str | None = None
     analytics_dir: str | None = None
+    validation: str = "suite"
+    validation_batch_size: int = 500
+    validation_batching: str = "elements"
+    quality_window_seconds: int = 7 * 24 * 3600
+    run_id: str = "local"
 
     @property
     def store_path(self) -> str:
@@ -322,6 +350,11 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
             raise ValueError(f"{flag} must look like projects/P/topics/T, got {topic!r}")
     if po.predictions_topic and model_uri is None:
         raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
+    if po.validation_batch_size <= 0 or (po.quality_window_seconds or 1) <= 0:
+        raise ValueError("--validation_batch_size and --quality_window_seconds must be positive")
+    quality_window = po.quality_window_seconds or (3600 if std.streaming else 7 * 24 * 3600)
+    run_id = opts.view_as(GoogleCloudOptions).job_name or \
+        f"local-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     analytics_dir = po.analytics_dir
     if analytics_dir is None and store.kind == "sqlite":
         analytics_dir = str(settings.data_dir / "warehouse")
@@ -329,7 +362,10 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
                      settings.model_name, model_version, window, not std.streaming, bq,
                      po.alerts_topic, po.dead_letter_topic, **inference,
                      prices_topic=po.prices_topic, predictions_topic=po.predictions_topic,
-                     analytics_dir=analytics_dir or None)
+                     analytics_dir=analytics_dir or None, validation=po.validation,
+                     validation_batch_size=po.validation_batch_size,
+                     validation_batching=po.validation_batching,
+                     quality_window_seconds=quality_window, run_id=run_id)
 
 
 def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
@@ -395,6 +431,30 @@ def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
     return messages | "ParseEvents" >> ParseMessages(r.subscription)
 
 
+def _validate(events, r: _Resolved, allowed_lateness_seconds: float):
+    """The ``ValidateEvents`` step chosen by ``--validation``.
+
+    Returns:
+        ``(ValidationResult-like (events, dead_letters), quality)``: ``quality`` is a list with
+        the ``QualityResult`` PCollection (suite) or empty (basic, off); the analytics store
+        and BigQuery get it (table ``quality_results``), the serving store does not.
+    """
+    if r.validation == "suite":
+        from quality.stream import ValidateWithSuite
+
+        out = events | "ValidateEvents" >> ValidateWithSuite(
+            "price_events", run_id=r.run_id, window_seconds=r.quality_window_seconds,
+            batch_size=r.validation_batch_size, batching=r.validation_batching,
+            allowed_lateness_seconds=0.0 if r.bounded else allowed_lateness_seconds)
+        return out, [out.results]
+    if r.validation == "basic":
+        return events | "ValidateEvents" >> ValidateEvents(), []
+    from transforms.validation import ValidationResult
+
+    empty = events.pipeline | "NoValidationDeadLetters" >> beam.Create([])
+    return ValidationResult(events, empty), []
+
+
 def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 5000,
                    default_mic: str = "XNYS", min_batch: int = 32, max_batch: int = 1024,
                    max_batch_duration_secs: int | None = None,
@@ -402,7 +462,7 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
                    dedup_horizon_seconds: float = 3 * 24 * 3600) -> None:
     """Add the price pipeline's steps to ``p`` (see the module docstring for the graph)."""
     parsed = _read(p, r, default_mic)
-    valid = parsed.events | "ValidateEvents" >> ValidateEvents()
+    valid, quality = _validate(parsed.events, r, allowed_lateness_seconds)
     unique = valid.events | "DeduplicateEvents" >> DeduplicateEvents(
         bounded=r.bounded, horizon_seconds=int(dedup_horizon_seconds))
     timed = unique | "AddEventTimestamps" >> beam.Map(
@@ -469,13 +529,13 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
         from stores.bigquery import WriteRecordsToBigQuery
 
         project, dataset = r.bq_table_prefix.split(":", 1)
-        ((records, features) | "FlattenBigQueryRecords" >> beam.Flatten()
+        ((records, features, *quality) | "FlattenBigQueryRecords" >> beam.Flatten()
          | "WriteToBigQuery" >> WriteRecordsToBigQuery(project, dataset))
     if r.analytics_dir:
         from analytics.sink import WriteToAnalyticsStore
 
         # the rows BigQuery gets (to_bq_row)
-        ((records, features) | "FlattenAnalyticsRecords" >> beam.Flatten()
+        ((records, features, *quality) | "FlattenAnalyticsRecords" >> beam.Flatten()
          | "WriteToAnalyticsStore" >> WriteToAnalyticsStore(r.analytics_dir))
     if r.alerts_topic:
         from transforms.sinks import PublishAlerts

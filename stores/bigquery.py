@@ -12,9 +12,10 @@ Tables: ``bars`` (daily and intraday bars, one row per source and bar), ``ticks`
 has its own table and bar queries never scan trades), ``bar_flags`` (flags the feature step adds
 to stored bars), ``predictions``, ``alerts``, ``model_performance`` (tracked prediction errors
 per model version, instrument and realized session), ``dead_letters`` (the pipeline's dead
-letters) and ``bq_dead_letters`` (rows BigQuery rejected). Price tables are partitioned on
-``session_date`` (the exchange-local trading date: the date analysts filter on), predictions on
-``as_of_date``, model performance on ``target_date``,
+letters), ``quality_results`` (in-stream data-quality outcomes per window, instrument and rule;
+partitioned on ``window_start``) and ``bq_dead_letters`` (rows BigQuery rejected). Price
+tables are partitioned on ``session_date`` (the exchange-local trading date: the date analysts
+filter on), predictions on ``as_of_date``, model performance on ``target_date``,
 dead letters on ``event_time`` (letters without one land in the ``__NULL__`` partition), rejected
 rows on ``failed_at`` (an operational table read by recency). Instruments are reference data,
 loaded from ``miraikakaku/reference/instruments.csv`` rather than streamed: the write counts and
@@ -72,6 +73,7 @@ __all__ = [
     "TABLE_SPECS",
     "FEATURES_TABLE",
     "BQ_DEAD_LETTERS",
+    "QUALITY_RESULTS_TABLE",
     "to_bq_row",
     "insert_id",
     "to_bq_table",
@@ -270,6 +272,28 @@ TABLE_SPECS[FEATURES_TABLE] = TableSpec(
 """``features``: one column per ``transforms.features.FEATURE_NAMES`` (the single list of
 feature keys); rows from ``FeatureVector`` (each window's last feature vector)."""
 
+QUALITY_RESULTS_TABLE = "quality_results"
+TABLE_SPECS[QUALITY_RESULTS_TABLE] = TableSpec(
+    QUALITY_RESULTS_TABLE,
+    "One data-quality rule's outcome on one instrument's events in one event-time window.",
+    (
+        _INSERT_ID,
+        _req("window_start", "TIMESTAMP", "quality window start, UTC (inclusive)"),
+        _req("window_end", "TIMESTAMP", "quality window end, UTC (exclusive)"),
+        _req("instrument_id", "STRING", "exchange-qualified id, e.g. XNAS:AAPL"),
+        _req("suite", "STRING", "expectation suite, e.g. price_events (quality/suites.py)"),
+        _req("rule", "STRING", "rule name: the dead-letter reason or flag it gives"),
+        _req("severity", "STRING", "block (dead letter) or flag (stored with the flag)"),
+        _req("evaluated", "INTEGER", "rows of the instrument in the window the rule evaluated"),
+        _req("failed", "INTEGER", "rows among them that failed the rule"),
+        _req("run_id", "STRING", "pipeline run: Dataflow job name or local-<UTC start>"),
+        _req("validated_at", "TIMESTAMP", "when the row was made (processing time, UTC)"),
+        _req("pane_index", "INTEGER", "Beam pane of the window: 0 on time, > 0 late rows only"),
+    ),
+    "window_start", ("instrument_id", "rule"))
+"""``quality_results``: rows from ``quality.stream.QualityResult`` (in-stream validation,
+``--validation suite``); the panes of one window add up (late panes count only late rows)."""
+
 
 def insert_id(record: object) -> str:
     """Deterministic insert id of a record: a replay of the record gets the same id.
@@ -294,7 +318,16 @@ def insert_id(record: object) -> str:
                 f"{record.target_date:%Y%m%d}")
     if isinstance(record, FeatureVector):
         return record.insert_id
+    if _is_quality_result(record):
+        return record.insert_id
     raise TypeError(f"no BigQuery table for a {type(record).__name__}")
+
+
+def _is_quality_result(record: object) -> bool:
+    # imported late: quality.stream pulls in the quality package only when its rows appear
+    from quality.stream import QualityResult
+
+    return isinstance(record, QualityResult)
 
 
 def _price_row(e: PriceEvent) -> tuple[str, dict[str, Any]]:
@@ -370,6 +403,14 @@ def to_bq_row(record: object) -> tuple[str, dict[str, Any]]:
             "insert_id": insert_id(d), "dead_letter_id": d.dead_letter_id, "step": d.step,
             "reason": d.reason, "detail": d.detail, "payload": d.payload, "origin": d.origin,
             "event_time": _ts(d.event_time) if d.event_time is not None else None}
+    if _is_quality_result(record):
+        q = record
+        return QUALITY_RESULTS_TABLE, {
+            "insert_id": q.insert_id, "window_start": _ts(q.window_start),
+            "window_end": _ts(q.window_end), "instrument_id": q.instrument_id, "suite": q.suite,
+            "rule": q.rule, "severity": q.severity, "evaluated": int(q.evaluated),
+            "failed": int(q.failed), "run_id": q.run_id, "validated_at": _ts(q.validated_at),
+            "pane_index": int(q.pane_index)}
     raise TypeError(f"no BigQuery table for a {type(record).__name__}")
 
 

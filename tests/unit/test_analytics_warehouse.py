@@ -41,6 +41,7 @@ from analytics.warehouse import (
 from miraikakaku.instruments import load_master
 from miraikakaku.schema import DeadLetter
 from miraikakaku.tracking import aggregate_outcomes, match_predictions
+from quality.stream import MONDAY_OFFSET, QualityResult, window_bounds
 from stores.base import BarFlag
 from stores.bigquery import TABLE_SPECS, to_bq_row
 from tests.api.conftest import load_real_events, make_alert, make_predictions
@@ -239,8 +240,13 @@ def real_records() -> list[object]:
             DeadLetter("ValidateEvents", "high_below_low", "high 1 < low 2", "{}", "topic",
                        event_time=dt.datetime(2018, 2, 7, 21, tzinfo=UTC))]
     instruments = [load_master().lookup(s) for s in ("AAPL", "N225")]
+    start, end = window_bounds(aapl[-1].event_time, 7 * 86400, MONDAY_OFFSET)
+    week = [e for e in aapl if start <= e.event_time < end]
+    quality = [QualityResult(start, end, "XNAS:AAPL", "price_events", "zero_volume", "flag",
+                             len(week), sum(e.volume == 0 for e in week), "local-test",
+                             dt.datetime(2024, 5, 1, 12, tzinfo=UTC))]
     return [*events, *preds, *alerts, *flags, *dead, *aggregate_outcomes(outcomes),
-            *instruments]
+            *quality, *instruments]
 
 
 def _expected(value, type_: str, mode: str):

@@ -33,6 +33,7 @@ from miraikakaku import rowkeys
 from miraikakaku.instruments import load_master
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent
 from miraikakaku.tracking import ModelPerformance, make_outcome
+from quality.stream import MONDAY_OFFSET, QualityResult, window_bounds
 from stores.base import BarFlag
 from stores.bigquery import (
     BQ_DEAD_LETTERS,
@@ -113,6 +114,13 @@ def records(tmp_path_factory) -> list[object]:
                        e.volume) for i, e in enumerate(daily)]
     extra.append(FeatureVector(bar.instrument_id, bar.source, bar.session_date, bar.event_time,
                                compute_features(points)))
+    # the in-stream quality outcome of one rule on the last bar's week (quality.stream)
+    start, end = window_bounds(bar.event_time, 7 * 86400, MONDAY_OFFSET)
+    week = [e for e in daily if start <= e.event_time < end]
+    extra.append(QualityResult(start, end, bar.instrument_id, "price_events",
+                               "ohlc_inconsistent", "flag", len(week),
+                               sum("ohlc_inconsistent" in e.flags for e in week), "local-test",
+                               FIXED_NOW))
     return parsed + extra
 
 
@@ -167,7 +175,7 @@ def test_the_price_tables_are_partitioned_by_session_date_and_clustered_by_instr
         assert {f["name"]: f["type"] for f in spec.fields}[spec.partition_field] == "DATE"
     assert set(TABLE_SPECS) == {"bars", "ticks", "bar_flags", "predictions", "alerts",
                                 "model_performance", "dead_letters", "features",
-                                BQ_DEAD_LETTERS}
+                                "quality_results", BQ_DEAD_LETTERS}
 
 
 # -- row conversion ------------------------------------------------------------------------------
