@@ -9,6 +9,9 @@ Graph (stable step labels, so Dataflow ``--update`` works)::
         challenger on a share of instruments) → ComputePredictedMoveAlerts
       → TrackPredictions (streaming: each prediction scored against its target session's bar;
         bounded runs: the batch job ``miraikakaku track``)
+    streaming only: trades → AggregateTrades (minute and session bars), DetectPriceCrossings;
+      intraday events → MonitorFreshness (stale_feed system alerts: no event for
+      --freshness_minutes of open exchange time; transforms/freshness.py) → the alerts
     everything (bars, flags, predictions, alerts, instruments, dead letters) → WriteToServingStore
     ValidateEvents (--validation): 'suite' (default) validates micro-batches with the
       great-expectations price_events suite (quality.stream.ValidateWithSuite) and also emits
@@ -177,6 +180,10 @@ class PriceOptions(PipelineOptions):
         parser.add_argument("--allowed_lateness_seconds", type=float, default=60.0,
                             help="How late a trade may arrive and still join its bars. "
                                  "Default: 60.")
+        parser.add_argument("--freshness_minutes", type=float, default=None,
+                            help="Streaming: open-exchange minutes without an event of an "
+                                 "instrument before a stale_feed system alert; 0 turns it off. "
+                                 "Default: MIRAIKAKAKU_FRESHNESS_MINUTES or 15.")
         parser.add_argument("--dedup_horizon_seconds", type=float, default=3 * 24 * 3600,
                             help="How long streaming deduplication keeps ids (processing time). "
                                  "Default: 259200 (3 days).")
@@ -459,7 +466,8 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
                    default_mic: str = "XNYS", min_batch: int = 32, max_batch: int = 1024,
                    max_batch_duration_secs: int | None = None,
                    allowed_lateness_seconds: float = 60.0, idle_seconds: float = 5.0,
-                   dedup_horizon_seconds: float = 3 * 24 * 3600) -> None:
+                   dedup_horizon_seconds: float = 3 * 24 * 3600,
+                   freshness_minutes: float | None = None) -> None:
     """Add the price pipeline's steps to ``p`` (see the module docstring for the graph)."""
     parsed = _read(p, r, default_mic)
     valid, quality = _validate(parsed.events, r, allowed_lateness_seconds)
@@ -477,6 +485,12 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
         bars = trades | "AggregateTrades" >> AggregateTrades(
             allowed_lateness_seconds, idle_seconds, default_mic)
         crossings = trades | "DetectPriceCrossings" >> DetectPriceCrossings(r.rules)
+        if freshness_minutes != 0:  # stale_feed system alerts go where market alerts go
+            from transforms.freshness import MonitorFreshness
+
+            stale = timed | "MonitorFreshness" >> MonitorFreshness(
+                freshness_minutes, default_mic=default_mic)
+            crossings = (crossings, stale) | "MergeStreamAlerts" >> beam.Flatten()
         daily = (daily, bars.session_bars) | "MergeDailyBars" >> beam.Flatten()
         outputs += [bars.minute_bars, bars.session_bars, bars.provisional, crossings]
     ordered = daily | "ComputeFeatures" >> ComputeFeatures(
@@ -800,7 +814,8 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
                    min_batch=po.inference_min_batch_size, max_batch=po.inference_max_batch_size,
                    max_batch_duration_secs=po.inference_max_batch_duration_secs,
                    allowed_lateness_seconds=po.allowed_lateness_seconds,
-                   idle_seconds=po.idle_seconds, dedup_horizon_seconds=po.dedup_horizon_seconds)
+                   idle_seconds=po.idle_seconds, dedup_horizon_seconds=po.dedup_horizon_seconds,
+                   freshness_minutes=po.freshness_minutes)
     if r.store.kind == "sqlite":
         Path(r.store.path).parent.mkdir(parents=True, exist_ok=True)
         r.store.open().close()
