@@ -2,7 +2,8 @@
 stored predictions against realized prices), ``evaluate`` (model quality report), and for Google
 Cloud mode (or its emulators) ``init-gcp``, ``publish`` and ``deadletters``; accounts:
 ``db upgrade`` (migrate the application database), ``users create-admin`` and
-``users set-role``; analytics: ``report`` (saved reports over the analytics store).
+``users set-role``; analytics: ``report`` (saved reports over the analytics store); reference
+data: ``actions`` (corporate actions from the data, split candidates in a price file).
 
 Every command has ``--help``. ``miraikakaku demo`` is what ``make demo`` runs: it trains a first
 model on the real daily prices in ../shared/data, runs the pipeline over them into the embedded
@@ -377,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_init_gcp_parser(sub)
     deadletters.add_parser(sub)
+    from miraikakaku import corporate_actions
+
+    corporate_actions.add_parser(sub)
     from collector.cli import add_publish_parser
 
     add_publish_parser(sub)
@@ -413,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_init_gcp(args)
     if args.command == "deadletters":
         return deadletters.run_command(args)
+    if args.command == "actions":
+        return corporate_actions.run_command(args)
     if args.command == "publish":
         from collector.cli import run_publish
 

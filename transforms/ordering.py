@@ -20,6 +20,12 @@ already stored by the bar sink, is left out of the features and counted (``late_
 The per-instrument logic is the plain class ``InstrumentSequencer``, which model training uses too
 (training/serving parity).
 
+Split candidates: a ``large_move`` of the feature price (adjusted: a split the data records is
+no move) near a split ratio, with the volume moving the opposite way by about the ratio, is also
+flagged ``split_candidate`` for review (``miraikakaku.corporate_actions.stream_split_flag``). The
+stream decides on the day: it cannot see that a bad print reverts the next session (the batch
+``detect_candidates`` can), so a whole-bar bad print on high volume may be flagged here.
+
 Source selection: the best-ranked source seen so far feeds the features (``source_priority``,
 best first). A better source appearing later takes over and resets the history (flag
 ``source_switch``); bars of worse sources are stored but do not feed features. Bars of different
@@ -46,6 +52,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from miraikakaku.calendars import get_calendar
+from miraikakaku.corporate_actions import stream_split_flag
 from miraikakaku.instruments import load_master
 from miraikakaku.rowkeys import bar_key
 from miraikakaku.schema import SCHEMA_VERSION, PriceEvent, make_event_id
@@ -149,7 +156,13 @@ class InstrumentSequencer:
         point = BarPoint(event.session_date, cal.ordinal(event.session_date), event.feature_price,
                          event.high, event.low, event.close, event.volume)
         res = self.history.push(point)
-        return SequencedBar(event, res, flags + res.flags)
+        flags += res.flags
+        if "large_move" in res.flags:  # split-like jump of the (adjusted) feature price?
+            bars = list(self.history.bars)  # this bar last; up to 20 before it
+            if stream_split_flag(bars[-2].price, point.price, point.volume,
+                                 [b.volume for b in bars[:-1]]):
+                flags += ("split_candidate",)
+        return SequencedBar(event, res, flags)
 
     def context(self, bar: SequencedBar) -> PredictionContext:
         """The prediction key for a bar that produced a window."""

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from miraikakaku.calendars import get_calendar
+from miraikakaku.corporate_actions import raw_price_factor
 from miraikakaku.instruments import InstrumentMaster, load_master
 from miraikakaku.schema import SCHEMA_VERSION, DeadLetter, PriceEvent, make_event_id
 from transforms import progress
@@ -218,7 +219,10 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
 
     Returns:
         The event, with calendar flags (``not_a_session``, ``calendar_estimated``) and
-        ``unknown_instrument`` when the symbol was resolved by rule.
+        ``unknown_instrument`` when the symbol was resolved by rule. A bar of a raw source
+        without an adjusted close (Lean) gets ``adj_close = close × factor`` from the data's
+        corporate actions (``miraikakaku.corporate_actions.raw_price_factor``: Lean's factor and
+        map files), so its feature price is adjusted; None when no factor file covers it.
 
     Raises:
         ParseError: with reason ``missing_field``, ``bad_number``, ``bad_timestamp`` or
@@ -272,6 +276,10 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
     if interval != "1d":
         tz = get_calendar(inst.calendar).tz
         day = start.astimezone(tz).date()
+    if adj is None and not is_trade:  # raw prices without an adjusted close: actions' factors
+        factor = raw_price_factor(source, _text(fields["symbol"]), day)
+        if factor is not None:
+            adj = c * factor  # type: ignore[operator]
     if not inst.known:
         flags = (*flags, "unknown_instrument")
     return PriceEvent(

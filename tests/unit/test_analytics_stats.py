@@ -144,9 +144,27 @@ def raw_frame(path: Path, symbols: Sequence[str], source: str | None, start: str
     for col in ("open", "high", "low", "close", "adj_close"):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     df = df.dropna(subset=["open", "high", "low", "close"])
-    df["price"] = df["adj_close"].where(df["adj_close"].notna(), df["close"])
     df["date"] = pd.to_datetime(df["date"])
+    if source == "lean":  # raw prices: adjusted close = close x Lean's factor-file scale
+        df = _lean_adjusted(df)
+    df["price"] = df["adj_close"].where(df["adj_close"].notna(), df["close"])
     return df[["symbol", "source", "date", "price", "close", "adj_close"]]
+
+
+def _lean_adjusted(df: pd.DataFrame) -> pd.DataFrame:
+    """Lean rows with ``adj_close``: close x price_factor x split_factor of the first factor-file
+    row dated on or after the session (Lean's own reading of factor files)."""
+    parts = []
+    for sym, g in df.groupby("symbol"):
+        ff = pd.read_csv(SHARED / "us_daily" / "lean_algoseek" / "factor_files"
+                         / f"{sym.lower()}.csv", header=None, names=["d", "pf", "sf", "ref"])
+        ff["date"] = pd.to_datetime(ff["d"].astype(str))
+        ff["scale"] = ff["pf"] * ff["sf"]
+        g = pd.merge_asof(g.sort_values("date"), ff[["date", "scale"]], on="date",
+                          direction="forward")
+        g["adj_close"] = g["close"] * g["scale"]
+        parts.append(g.drop(columns="scale"))
+    return pd.concat(parts)
 
 
 def reference_returns(frames: pd.DataFrame) -> pd.DataFrame:
