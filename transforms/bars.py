@@ -19,6 +19,11 @@ the allowed lateness. When an instrument goes quiet, a processing-time timer (``
 emits its open bars as *provisional* (upserts under the same row key, replaced by the final bar
 later) so the latest minute shows up without waiting for the next trade.
 
+Gaps inside a session: a final minute bar inside regular hours that follows missing regular
+minutes of the same session (no trade in them) carries the quality flag ``intraday_gap``
+(``SessionCalendar.intraday_gaps``: the lunch break and a half day's early close are not gaps;
+counter ``intraday_gaps``). Provisional bars are not flagged.
+
 The accumulator (``BarAccumulator``) is plain Python and unit-tested without Beam.
 """
 
@@ -36,7 +41,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from miraikakaku.calendars import get_calendar
+from miraikakaku.calendars import FLAG_INTRADAY_GAP, get_calendar
 from miraikakaku.instruments import load_master
 from miraikakaku.schema import SCHEMA_VERSION, PriceEvent, make_event_id
 from transforms import progress
@@ -118,6 +123,7 @@ class _State:
     max_time: dt.datetime | None = None
     final_minute_end: dt.datetime | None = None
     final_session: dt.date | None = None
+    last_regular_minute: dt.datetime | None = None  # start of the last final in-session bar
     last_activity: float = 0.0  # processing time (Unix seconds) of the last trade
     idle_armed: bool = False
 
@@ -139,6 +145,7 @@ class _AggregateTradesFn(beam.DoFn):
         self._session_bars = progress.counter("AggregateTrades", "session_bars")
         self._in_bars = progress.counter("AggregateTrades", "trades_in_minute_bars")
         self._provisional = progress.counter("AggregateTrades", "provisional_bars")
+        self._gaps = progress.counter("AggregateTrades", "intraday_gaps")
 
     def setup(self) -> None:
         self._master = load_master(self._default_mic)
@@ -190,8 +197,15 @@ class _AggregateTradesFn(beam.DoFn):
             st.final_minute_end = end if st.final_minute_end is None else max(
                 st.final_minute_end, end)
             self._minute_bars.inc()
-            yield acc.to_event(st.like, "1m", f"{start:%Y%m%dT%H%M%S}",
+            bar = acc.to_event(st.like, "1m", f"{start:%Y%m%dT%H%M%S}",
                                start.astimezone(cal.tz).date(), end)
+            if cal.is_open(start):
+                prev = getattr(st, "last_regular_minute", None)  # None in pre-gap-flag state
+                if prev is not None and cal.intraday_gaps([prev, start]):
+                    self._gaps.inc()
+                    bar = dataclasses.replace(bar, flags=bar.flags + (FLAG_INTRADAY_GAP,))
+                st.last_regular_minute = start
+            yield bar
         for day in sorted(st.sessions):
             close, _ = cal.session_close(day)
             if close > watermark:
