@@ -54,6 +54,8 @@ __all__ = [
     "add_row_columns",
     "PRICE_KINDS",
     "gx_context",
+    "EventSplit",
+    "split_events",
 ]
 
 PRICE_KINDS = ("price_events", "bars")
@@ -494,3 +496,39 @@ def validate_frame(df: pd.DataFrame, kind: str, *, rules: Sequence[str] | None =
     blocked = {p for p, v in row_failures.items() if any(s == BLOCK for _, s in v)}
     return FrameValidation(kind, n, row_failures, blocked, per_rule, gx_result)
 
+
+@dataclasses.dataclass
+class EventSplit:
+    """``split_events``'s answer.
+
+    Attributes:
+        kept: events not blocked, in input order, with the failed flag rules appended to their
+            ``flags`` (each once).
+        blocked: ``(event, block rule names)`` in input order; the first name is the dead-letter
+            reason.
+        validation: the ``FrameValidation`` of the frame.
+    """
+
+    kept: list[PriceEvent]
+    blocked: list[tuple[PriceEvent, tuple[str, ...]]]
+    validation: FrameValidation
+
+
+def split_events(events: Sequence[PriceEvent], kind: str = "price_events") -> EventSplit:
+    """Validate ``events`` with the row-level rules of the ``kind`` suite (one GX call, no
+    ``prepare``: the rules the stream applies) and split them into kept and blocked.
+
+    Model training uses this so that its examples see exactly the events the stream stores.
+    """
+    if not events:
+        return EventSplit([], [], FrameValidation(kind, 0, {}, set(), {}, None))
+    result = validate_frame(events_to_frame(events), kind)
+    kept: list[PriceEvent] = []
+    blocked: list[tuple[PriceEvent, tuple[str, ...]]] = []
+    for pos, event in enumerate(events):
+        if pos in result.blocked:
+            blocked.append((event, result.block_reasons(pos)))
+            continue
+        new = tuple(f for f in result.flags(pos) if f not in event.flags)
+        kept.append(dataclasses.replace(event, flags=event.flags + new) if new else event)
+    return EventSplit(kept, blocked, result)
