@@ -244,3 +244,45 @@ def test_daily_bars_do_not_keep_a_feed_fresh_or_stale():
     with p:
         assert_that(out, equal_to([]))
     assert progress.counters().get(("Freshness", "monitored_events"), 0) == 0
+
+
+def test_streaming_graph_routes_stale_alerts_to_the_store_and_the_alerts_topic(tmp_path):
+    # the graph `miraikakaku run --subscription ... --alerts_topic ...` builds (not run)
+    from apache_beam.pipeline import PipelineVisitor
+
+    from miraikakaku.settings import Settings
+    from pipelines.prices import _resolve, build_pipeline
+
+    argv = ["--subscription", "projects/mk-graph/subscriptions/prices", "--skip_inference", "true",
+            "--alerts_topic", "projects/mk-graph/topics/alerts", "--store_path",
+            str(tmp_path / "s.db"), "--analytics_dir", ""]
+    opts = PipelineOptions(argv)
+    p = beam.Pipeline(options=opts)
+    build_pipeline(p, _resolve(opts, Settings(data_dir=tmp_path)), freshness_minutes=N)
+
+    consumers: dict = {}
+    labels: dict = {}
+
+    class _Graph(PipelineVisitor):
+        def visit_transform(self, node):
+            labels[node.full_label] = node
+            for pc in node.inputs:
+                consumers.setdefault(pc, []).append(node)
+
+        enter_composite_transform = visit_transform
+
+    p.visit(_Graph())
+    seen, todo = set(), list(labels["MonitorFreshness"].outputs.values())
+    while todo:
+        pc = todo.pop()
+        for node in consumers.get(pc, []):
+            if node.full_label not in seen:
+                seen.add(node.full_label)
+                todo += list(node.outputs.values())
+    assert {"PublishAlerts", "WriteToServingStore"} <= {s.split("/")[0] for s in seen}
+    # --freshness_minutes 0 leaves it out
+    p0 = beam.Pipeline(options=opts)
+    build_pipeline(p0, _resolve(opts, Settings(data_dir=tmp_path)), freshness_minutes=0)
+    labels.clear()
+    p0.visit(_Graph())
+    assert "MonitorFreshness" not in labels and "AggregateTrades" in labels
