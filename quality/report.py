@@ -211,6 +211,15 @@ def _data_docs(result: Any, dead: Sequence[dict[str, Any]], summary: dict[str, A
              f"{summary['rows_passing']:,} passing, {summary['rows_blocked']:,} blocked "
              f"({summary['rows_blocked_at_parse']:,} by the parser), "
              f"{summary['rows_flagged']:,} flagged</h3>"]
+    extra.append("<h4>Rules (expectation severities)</h4><table class='table table-sm'>"
+                 "<tr><th>rule</th><th>severity</th><th>rows failing</th><th>rows evaluated"
+                 "</th><th>expectation</th><th>checks</th></tr>")
+    for r in summary["rules"]:
+        o = summary["per_rule"].get(r["rule"], {})
+        extra.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r["rule"], r["severity"], o.get("failed", "not run"), o.get("evaluated", ""),
+            r["expectation"], r["description"])) + "</tr>")
+    extra.append("</table>")
     if dead:
         extra.append("<h4>Records the parser dead-lettered (blocked before the suite)</h4>"
                      "<table class='table table-sm'><tr><th>input</th><th>record</th>"
