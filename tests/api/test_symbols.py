@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from miraikakaku.calendars import get_calendar
 from miraikakaku.instruments import Instrument, load_master
 from serving.app.main import create_app
-from tests.api.conftest import authorize
+from tests.api.conftest import SHARED_DATA, authorize
 
 pytestmark = pytest.mark.api
 
@@ -288,3 +288,94 @@ def test_predictions_range_and_limit(client: TestClient, api_data) -> None:
                   422, "invalid_request")
     _assert_error(client.get("/v1/symbols/AAPL/predictions", params={"limit": 0}),
                   422, "invalid_request")
+
+
+# -- the dated instrument master (as_of, listing dates, aliases) ---------------------------------
+
+LEAN_DAILY = SHARED_DATA / "normalized" / "us_daily_lean.normalized.csv.gz"
+
+
+@pytest.mark.parametrize(("as_of", "expected", "listed", "delisted"), [
+    ("2000-01-03", "XNYS:FB-1999", "1999-09-29", "2003-03-28"),  # Lean map file fb.1
+    ("2015-01-02", "XNAS:FB", "2012-05-18", None),                # Facebook (map file fb)
+    (None, "XNAS:FB", "2012-05-18", None),                        # today's listing
+])
+def test_read_symbol_as_of_picks_the_company_of_the_date(client: TestClient, as_of, expected,
+                                                         listed, delisted) -> None:
+    params = {"as_of": as_of} if as_of else {}
+    resp = client.get("/v1/symbols/FB", params=params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["instrument_id"] == expected and body["known"] is True
+    assert (body["currency"], body["calendar"], body["timezone"]) == (
+        "USD", "XNYS", "America/New_York")
+    assert (body["listing_date"], body["delisting_date"]) == (listed, delisted)
+    assert [(a["symbol"], a["valid_from"], a["valid_to"]) for a in body["aliases"]] == [
+        ("FB", listed, delisted)]
+
+
+def test_read_symbol_old_ticker_gives_the_renamed_instrument(client: TestClient) -> None:
+    body = client.get("/v1/symbols/WMI", params={"as_of": "2005-01-03"}).json()
+    assert body["instrument_id"] == "XNYS:WM" and body["symbol"] == "WM"
+    assert body["mic"] == "XNYS" and body["delisting_date"] is None
+    assert body["aliases"] == [
+        {"symbol": "UW", "valid_from": "1998-01-02", "valid_to": "1998-07-16",
+         "source": "lean_map:wm"},
+        {"symbol": "WMI", "valid_from": "1998-07-17", "valid_to": "2009-08-04",
+         "source": "lean_map:wm"},
+        {"symbol": "WM", "valid_from": "2009-08-05", "valid_to": None, "source": "lean_map:wm"}]
+    # WM in 2000 was another company (Lean's wm.zip rows of 1998-12-09..2008-09-26)
+    early = client.get("/v1/symbols/WM", params={"as_of": "2000-01-03"}).json()
+    assert early["instrument_id"] == "XNYS:WM-1998" and early["delisting_date"] == "2008-09-26"
+
+
+def test_read_symbol_keeps_the_store_row_and_adds_the_dates(client: TestClient,
+                                                           jp_frame: pd.DataFrame) -> None:
+    body = client.get("/v1/symbols/7203.T", params={"as_of": "2017-06-01"}).json()
+    assert {k: body[k] for k in ("instrument_id", "mic", "currency", "timezone", "calendar",
+                                 "name")} == {
+        "instrument_id": "XTKS:7203", "mic": "XTKS", "currency": "JPY", "timezone": "Asia/Tokyo",
+        "calendar": "XTKS", "name": "Toyota Motor"}
+    assert body["listing_date"] == jp_frame["date"].min() == "1983-01-04"  # first row (mlbot)
+    assert body["aliases"][0]["symbol"] == "7203.T"
+    spx = client.get("/v1/symbols/^GSPC").json()  # a vendor's index code
+    assert (spx["instrument_id"], spx["kind"], spx["mic"]) == ("INDEX:SPX", "index", "")
+
+
+@pytest.mark.parametrize("as_of", ["2000-13-01", "20000103", "yesterday", "0999-01-01"])
+def test_read_symbol_bad_as_of_is_422(client: TestClient, as_of: str) -> None:
+    err = _assert_error(client.get("/v1/symbols/FB", params={"as_of": as_of}),
+                        422, "invalid_request")
+    assert err["details"][0]["loc"] == ["query", "as_of"]
+
+
+def test_unknown_symbol_with_as_of_is_404(client: TestClient) -> None:
+    _assert_error(client.get("/v1/symbols/ZZZZ", params={"as_of": "2000-01-03"}), 404,
+                  "not_found")
+
+
+def test_store_of_lean_fb_rows_serves_both_companies(build_store) -> None:
+    from transforms.parsing import parse_fields
+
+    lean = pd.read_csv(LEAN_DAILY, dtype=str)
+    fb = lean[lean["symbol"] == "FB"]
+    master = load_master()
+    events = [parse_fields(row, default_source="lean", master=master)
+              for row in fb.to_dict("records")]
+    assert len(events) == len(fb) > 2_900
+    ids = sorted({e.instrument_id for e in events})
+    settings = build_store([*(master.get(i) for i in ids), *events])
+    with TestClient(create_app(settings)) as c:
+        authorize(c)
+        listed = [i["instrument_id"] for i in c.get("/v1/symbols").json()["data"]]
+        assert listed == ["XNAS:FB", "XNYS:FB-1999"]
+        early = c.get("/v1/symbols/XNYS:FB-1999/bars", params={"limit": 10_000}).json()
+        assert [b["session_date"] for b in early["data"]] == sorted(
+            fb.loc[fb["date"] <= "2003-03-28", "date"])
+        late = c.get("/v1/symbols/FB/bars", params={"limit": 10_000}).json()
+        assert late["instrument_id"] == "XNAS:FB"
+        assert [b["session_date"] for b in late["data"]] == sorted(
+            fb.loc[fb["date"] >= "2012-05-18", "date"])
+        assert c.get("/v1/symbols/FB/quote").json()["session_date"] == fb["date"].max()
+        old = c.get("/v1/symbols/FB", params={"as_of": "2001-06-01"}).json()
+        assert old["instrument_id"] == "XNYS:FB-1999"
