@@ -321,11 +321,15 @@ def load_lean_factor_file(path: str | Path, *, calendar: str = "XNYS",
 
     cal = get_calendar(calendar)
     permtick = Path(path).name[: -len(".csv")].upper()
-    if instrument_id is None:
-        instrument_id = _resolver()(permtick.split(".")[0] if permtick.endswith(".1")
-                                    else permtick).instrument_id
-    origin = os.path.basename(str(path))
     rows = _read_factor_rows(path)
+    if instrument_id is None:
+        base, _, n = permtick.rpartition(".")
+        if base and n.isdigit():  # ``aaa.1``: an earlier holder of the ticker, by its last date
+            last = max((r.date for r in rows if r.date.year < 2050), default=None)
+            instrument_id = _resolver()(base, last).instrument_id
+        else:  # a Lean permtick is the security's current ticker
+            instrument_id = _resolver()(permtick).instrument_id
+    origin = os.path.basename(str(path))
     out: list[CorporateAction] = []
     for cur, nxt in zip(rows, rows[1:], strict=False):
         ex = cal.next_session(cur.date)
@@ -756,13 +760,16 @@ def run_command(args) -> int:
         except (OSError, ValueError) as e:
             print(f"actions: {e}")
             return 2
-        series: dict[tuple[str, str], list[PriceEvent]] = {}
+        # one series per instrument and source; a session's first row wins, as the pipeline's
+        # deduplication keeps one event per event id
+        series: dict[tuple[str, str], dict[dt.date, PriceEvent]] = {}
         for item in iter_file(spec, master):
             if isinstance(item, PriceEvent) and item.interval == "1d" and (
                     wanted is None or item.instrument_id in wanted):
-                series.setdefault((item.instrument_id, item.source), []).append(item)
-        for (iid, source), events in sorted(series.items()):
-            events.sort(key=lambda e: e.session_date)
+                series.setdefault((item.instrument_id, item.source), {}).setdefault(
+                    item.session_date, item)
+        for (iid, source), by_session in sorted(series.items()):
+            events = [by_session[d] for d in sorted(by_session)]
             for a in table.known_for(iid, source):
                 if a.kind != "dividend" or args.dividends:
                     emit("action", dataclasses.asdict(a),
