@@ -2,7 +2,9 @@
 
 TFX Transform works row by row and cannot build sequences, so the LSTM windows are built here,
 by the stream's own code: files are read inside the pipeline (``transforms.parsing.ReadPriceFiles``
-+ ``ParseEvents``), validated (``ValidateEvents``), grouped per instrument and fed through
++ ``ParseEvents``), validated with the stream's quality suite (``quality.stream
+.ValidateWithSuite``: the events it blocks are dead-lettered and counted as ``blocked``, so
+training sees exactly what the stream stores), grouped per instrument and fed through
 ``models.training.sequence_examples``, i.e. one ``transforms.ordering.InstrumentSequencer`` per
 instrument, exactly as ``ComputeFeatures`` does in the stream (training/serving parity, tested in
 ``tests/tfx``). Memory is bounded by one instrument's history per worker.
@@ -40,10 +42,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.training import ExampleRow, sequence_examples
+from quality.stream import ValidateWithSuite
 from tfx_pipelines import features as fk
 from transforms.ordering import event_sort_key
 from transforms.parsing import ParseEvents, ReadPriceFiles, file_spec
-from transforms.validation import ValidateEvents
 
 __all__ = [
     "BuildSequenceExamples",
@@ -264,6 +266,11 @@ def _dead_letter_json(d) -> str:
     return json.dumps(dataclasses.asdict(d), default=str, sort_keys=True)
 
 
+_QUALITY_BATCH = 5000
+"""Events per GX validation call (every in-stream rule is row-level, so the batch size changes
+the speed, not the result)."""
+
+
 def build_examples_pipeline(p: beam.Pipeline, paths: Sequence[str | Path], examples_dir: str,
                             source_priority: Sequence[str], window: int = fk.DEFAULT_WINDOW,
                             cutoff: dt.date | None = None, validation_fraction: float = 0.15,
@@ -287,7 +294,8 @@ def build_examples_pipeline(p: beam.Pipeline, paths: Sequence[str | Path], examp
     specs = [file_spec(x) for x in paths]
     parsed = (p | "ReadPriceFiles" >> ReadPriceFiles(specs)
               | "ParseEvents" >> ParseEvents({s.origin: s for s in specs}))
-    valid = parsed.events | "ValidateEvents" >> ValidateEvents()
+    valid = parsed.events | "ValidateEvents" >> ValidateWithSuite(
+        "price_events", run_id="tfx_examples", batch_size=_QUALITY_BATCH)
     not_daily = Metrics.counter(_NS, "not_daily")
 
     def route_interval(event):
