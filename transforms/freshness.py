@@ -21,10 +21,12 @@ session of detection, ``value`` = wall-clock minutes from the last event to dete
 and detection time; ``alert_id`` = ``system.freshness/{instrument}/{last event time}``, so a
 replay alerts once per stale period and two stale periods of one day stay two alerts.
 
-Event time and runners: one stateful DoFn per instrument keeps the newest event time and sets an
-*event-time* timer at the stale deadline; the timer fires when the watermark passes the deadline
-without a newer event having reset it. With ``TestStream`` the test drives the watermark, so the
-behaviour is deterministic. On the Python DirectRunner, ``ReadFromPubSub``'s watermark is the wall
+Event time and runners: one stateful DoFn per instrument keeps the newest event time and an
+*event-time* (watermark) timer at the stale deadline of an earlier event; when the watermark
+passes it, the deadline is recomputed from the newest event: still ahead (events came) → the
+timer moves there; reached → the alert. So a busy feed costs one timer per ``minutes``, not one
+per event. With ``TestStream`` the test drives the watermark, so the behaviour is
+deterministic. On the Python DirectRunner, ``ReadFromPubSub``'s watermark is the wall
 clock (``_PubSubReadEvaluator`` holds it at ``time.time()``): for a live feed that is what we want
 (stale = silent for N open minutes of real time), but for replayed history every deadline is
 already in the past and would fire at once. On Dataflow the Pub/Sub watermark follows the
@@ -105,20 +107,27 @@ def stale_alert(instrument_id: str, symbol: str, calendar: str, last_event: dt.d
 
 @dataclasses.dataclass
 class _Watch:
-    last: dt.datetime
+    last: dt.datetime  # newest event time seen
     instrument_id: str
     symbol: str
     calendar: str
-    deadline: dt.datetime | None  # None: disarmed (alerted, or not armed)
+    live: bool = True  # False when the newest event was too old to arm (a replay)
+    timer: dt.datetime | None = None  # when the set timer fires; None: not armed
+    alerted_for: dt.datetime | None = None  # ``last`` of the stale period already alerted
 
 
 class _FreshnessFn(beam.DoFn):
+    """One watermark timer per quiet stretch, not one per event (timers cost the runner): an
+    event arms the timer only when none is set; when it fires, the deadline is recomputed from
+    the newest event and the timer moved there if events came in the meantime."""
+
     WATCH = ReadModifyWriteStateSpec("watch", PickleCoder())
     STALE = TimerSpec("stale", TimeDomain.WATERMARK)
 
     def __init__(self, minutes: float, max_event_age: dt.timedelta | None,
                  intervals: Iterable[str], default_mic: str) -> None:
         self._minutes = minutes
+        self._span = dt.timedelta(minutes=minutes)
         self._max_age = max_event_age
         self._intervals = frozenset(intervals)
         self._default_mic = default_mic
@@ -129,6 +138,11 @@ class _FreshnessFn(beam.DoFn):
 
     def setup(self) -> None:
         self._master = load_master(self._default_mic)
+
+    def _arm(self, w: _Watch, stale) -> None:
+        w.timer = get_calendar(w.calendar).open_time_after(w.last, self._span)
+        if w.timer is not None:
+            stale.set(Timestamp.from_utc_datetime(w.timer))
 
     def process(self, element: tuple[str, PriceEvent], watch=beam.DoFn.StateParam(WATCH),
                 stale=beam.DoFn.TimerParam(STALE)):
@@ -142,30 +156,33 @@ class _FreshnessFn(beam.DoFn):
             return
         if w is None:
             inst = self._master.resolve(event.symbol)
-            w = _Watch(event.event_time, event.instrument_id, event.symbol, inst.calendar, None)
+            w = _Watch(event.event_time, event.instrument_id, event.symbol, inst.calendar)
         w.last = event.event_time
-        w.deadline = None
-        if self._max_age is not None and \
-                time.time() - event.event_time.timestamp() > self._max_age.total_seconds():
-            self._old.inc()  # replayed history on a wall-clock watermark: never arm
-        else:
-            w.deadline = get_calendar(w.calendar).open_time_after(
-                event.event_time, dt.timedelta(minutes=self._minutes))
-            if w.deadline is not None:
-                stale.set(Timestamp.from_utc_datetime(w.deadline))
+        w.live = self._max_age is None or \
+            time.time() - event.event_time.timestamp() <= self._max_age.total_seconds()
+        if not w.live:
+            self._old.inc()  # replayed history on a wall-clock watermark: never alert
+        elif w.timer is None:
+            self._arm(w, stale)
         watch.write(w)
 
     @on_timer(STALE)
-    def on_stale(self, fire=beam.DoFn.TimestampParam, watch=beam.DoFn.StateParam(WATCH)):
+    def on_stale(self, fire=beam.DoFn.TimestampParam, watch=beam.DoFn.StateParam(WATCH),
+                 stale=beam.DoFn.TimerParam(STALE)):
         w: _Watch | None = watch.read()
-        if w is None or w.deadline is None or Timestamp.from_utc_datetime(w.deadline) != fire:
-            return  # re-armed by a newer event (or disarmed) since this timer was set
-        detected = w.deadline
-        w.deadline = None
+        if w is None:
+            return
+        w.timer = None
+        if w.live and w.alerted_for != w.last:
+            deadline = get_calendar(w.calendar).open_time_after(w.last, self._span)
+            if deadline is not None and Timestamp.from_utc_datetime(deadline) > fire:
+                self._arm(w, stale)  # events came since the timer was set: move it
+            elif deadline is not None:
+                w.alerted_for = w.last
+                self._alerts.inc()
+                yield stale_alert(w.instrument_id, w.symbol, w.calendar, w.last, deadline,
+                                  self._minutes)
         watch.write(w)
-        self._alerts.inc()
-        yield stale_alert(w.instrument_id, w.symbol, w.calendar, w.last, detected,
-                          self._minutes)
 
 
 class MonitorFreshness(beam.PTransform):
