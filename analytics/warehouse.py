@@ -609,7 +609,8 @@ class Warehouse:
 
         Args:
             path: CSV with the ``instruments`` columns (``instrument_id, symbol, mic, calendar,
-                currency, timezone, kind, name``).
+                currency, timezone, kind, name, listing_date, delisting_date``; the dated
+                instrument master, ``miraikakaku/reference/README.md``).
             replace: delete the table's rows first (reference data is replaced, not appended).
 
         Returns:
