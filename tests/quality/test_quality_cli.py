@@ -100,3 +100,28 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["quality", "--input", "x.csv", "--kind", "ticks"])
     assert e.value.code == 2
+
+
+def test_predictions_table(sp500_events, tmp_path):
+    """``--kind predictions`` on a table of predictions over real AAPL closes."""
+    import math
+
+    from miraikakaku.schema import Prediction
+    from quality.validate import predictions_to_frame
+
+    bars = [e for e in sp500_events if e.symbol == "AAPL"][:40]
+    preds = [Prediction(a.instrument_id, a.source, a.session_date, a.event_time,
+                        b.session_date, a.close, 0.001, a.close * math.exp(0.001),
+                        "lstm_daily", "3") for a, b in zip(bars, bars[1:])]
+    df = predictions_to_frame(preds)
+    df.to_csv(tmp_path / "good.csv", index=False)
+    rc, out = _run(tmp_path / "a", tmp_path / "good.csv", kind="predictions")
+    assert rc == 0
+    df.loc[5, "model_version"] = ""
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    rc, out = _run(tmp_path / "b", tmp_path / "bad.csv", kind="predictions")
+    assert rc == 1
+    with open(out / "failing_rows.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["record"], r["rule"], r["severity"]) for r in rows] == [
+        ("6", "missing_model_version", "block")]
