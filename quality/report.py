@@ -230,7 +230,11 @@ def _data_docs(result: Any, dead: Sequence[dict[str, Any]], summary: dict[str, A
                 for k in ("input", "record", "symbol", "session_date", "rule", "observed"))
                 + "</tr>")
         extra.append("</table>")
-    block = "<div class='container-fluid' id='miraikakaku-summary'>" + "".join(extra) + "</div>"
+    style = ("<style>/* readable without the CDN stylesheets (offline) */ table{border-collapse:"
+             "collapse} td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top} "
+             "body{font-family:sans-serif}</style>")
+    block = (style + "<div class='container-fluid' id='miraikakaku-summary'>" + "".join(extra)
+             + "</div>")
     if result is not None:
         from great_expectations.render.renderer import ValidationResultsPageRenderer
         from great_expectations.render.view import DefaultJinjaPageView
