@@ -61,6 +61,7 @@ import dataclasses
 import datetime as dt
 import functools
 import gzip
+import logging
 import math
 import os
 import statistics
@@ -445,6 +446,8 @@ def lean_factor_files(root: str | None = None) -> LeanFactorFiles | None:
     """
     path = Path(root) if root else _shared_data_dir() / "us_daily" / "lean_algoseek"
     if not (path / "factor_files").is_dir():
+        logging.getLogger(__name__).warning(
+            "no Lean factor files under %s: Lean prices stay unadjusted (adj_close empty)", path)
         return None
     return LeanFactorFiles(path)
 
