@@ -362,3 +362,20 @@ def test_iter_file_parses_the_lean_file_with_dated_instruments():
             "XNYS:USO-1998", "ARCX:USO", "XNYS:EEM-1998", "ARCX:EEM", "XNYS:AAA-2002",
             "ARCX:AAA", "XNAS:GOOG", "XNAS:GOOGL", "XNAS:GOOAV"} <= set(ids)
     assert sum(ids.values()) == 58_327  # every row of the file (README's count)
+
+
+def test_the_analytics_instruments_table_holds_the_dates():
+    from analytics.warehouse import Warehouse
+
+    with Warehouse(None) as wh:
+        wh.create_tables()
+        assert wh.load_instruments() == len(M)
+        rows = wh.query(
+            "SELECT instrument_id, symbol, listing_date, delisting_date "
+            "FROM miraikakaku.instruments WHERE symbol = @symbol ORDER BY instrument_id",
+            {"symbol": "FB"})
+    got = [(r.instrument_id, r.symbol, pd.Timestamp(r.listing_date).date(),
+            None if pd.isna(r.delisting_date) else pd.Timestamp(r.delisting_date).date())
+           for r in rows.itertuples()]
+    assert got == [("XNAS:FB", "FB", D("2012-05-18"), None),
+                   ("XNYS:FB-1999", "FB", D("1999-09-29"), D("2003-03-28"))]
