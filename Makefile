@@ -27,7 +27,8 @@ test: venv
 
 # Benchmarks (never part of `make test`): each writes benchmarks/results/<name>.json, then
 # benchmarks.report writes benchmarks/results/REPORT.md. `make bench BENCH_ARGS=--quick` smoke-runs.
-BENCHMARKS := pipeline_throughput inference streaming_latency api_latency scale_bounded scale_streaming
+BENCHMARKS := pipeline_throughput inference streaming_latency api_latency scale_bounded scale_streaming \
+  quality_validation
 BENCH_ARGS ?=
 bench: venv
 	@rc=0; for b in $(BENCHMARKS); do \

@@ -23,7 +23,7 @@ __all__ = ["ORDER", "load_results", "render", "main"]
 
 RESULTS = Path(__file__).parent / "results"
 ORDER = ("pipeline_throughput", "inference", "streaming_latency", "api_latency",
-         "scale_bounded", "scale_streaming")
+         "scale_bounded", "scale_streaming", "quality_validation")
 """Benchmarks in the order ``make bench`` runs them and the report lists them."""
 
 

@@ -197,8 +197,10 @@ class PriceOptions(PipelineOptions):
                  "rows to the analytics store / BigQuery); 'basic' the per-event checks of "
                  "transforms.validation; 'off' no validation (benchmarks only: nothing is "
                  "blocked). Default: suite.")
-        parser.add_argument("--validation_batch_size", type=int, default=500,
-                            help="Rows per great-expectations validation call. Default: 500.")
+        parser.add_argument("--validation_batch_size", type=int, default=5000,
+                            help="Rows per great-expectations validation call (a call costs "
+                                 "~0.1-1 s whatever its size: benchmarks/quality_validation.py). "
+                                 "Default: 5000.")
         parser.add_argument("--validation_batching", default="elements",
                             choices=["elements", "state"],
                             help="Micro-batches of --validation suite: 'elements' "
@@ -207,8 +209,8 @@ class PriceOptions(PipelineOptions):
                                  "Default: elements.")
         parser.add_argument("--quality_window_seconds", type=int, default=None,
                             help="Event-time window of the quality_results rows. Default: "
-                                 "604800 (weeks from Monday 00:00 UTC) for files, 3600 for "
-                                 "--subscription.")
+                                 "2419200 (4 weeks from a Monday 00:00 UTC) for files, 3600 "
+                                 "for --subscription.")
 
 
 @dataclasses.dataclass
@@ -289,9 +291,9 @@ class _Resolved:
     predictions_topic: str | None = None
     analytics_dir: str | None = None
     validation: str = "suite"
-    validation_batch_size: int = 500
+    validation_batch_size: int = 5000
     validation_batching: str = "elements"
-    quality_window_seconds: int = 7 * 24 * 3600
+    quality_window_seconds: int = 28 * 24 * 3600
     run_id: str = "local"
 
     @property
@@ -359,7 +361,7 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
         raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
     if po.validation_batch_size <= 0 or (po.quality_window_seconds or 1) <= 0:
         raise ValueError("--validation_batch_size and --quality_window_seconds must be positive")
-    quality_window = po.quality_window_seconds or (3600 if std.streaming else 7 * 24 * 3600)
+    quality_window = po.quality_window_seconds or (3600 if std.streaming else 28 * 24 * 3600)
     run_id = opts.view_as(GoogleCloudOptions).job_name or \
         f"local-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     analytics_dir = po.analytics_dir

@@ -11,7 +11,7 @@ How it runs (bounded files and the unbounded Pub/Sub stream alike):
    ``transforms.validation.ValidateEvents`` leaves them (``BatchElements`` emits its
    global-window batches at the end of the window).
 2. ``BatchEvents``: micro-batches. Default ``batching="elements"``: ``beam.BatchElements``
-   (fixed size ``batch_size``, 500) — stateless, keeps windows, batches within a bundle; on the
+   (fixed size ``batch_size``, 5000) — stateless, keeps windows, batches within a bundle; on the
    DirectRunner a bounded run is a few large bundles, so batches are full. ``batching="state"``:
    keyed by instrument group (exchange MIC + a stable hash bucket of the instrument id, so one
    group's batches hold a bounded set of instruments) and ``beam.GroupIntoBatches`` (bag state
@@ -425,10 +425,15 @@ class ValidateWithSuite(beam.PTransform):
     Args:
         suite: the ``quality.suites.SUITES`` key (``price_events``).
         run_id: written to every quality-results row.
-        window_seconds: quality window size in event time (default 604,800: a week).
-        window_offset: window offset in seconds (default: weeks start Monday 00:00 UTC; use 0
-            for hourly or daily windows).
-        batch_size: rows per GX validation call (``BatchElements`` min = max = this).
+        window_seconds: quality window size in event time (default 2,419,200: 4 weeks; the
+            pipeline uses 3,600 for a stream). Rows are dense (every rule, every instrument
+            with events in the window), so the size sets their number: ~8 rules / ~20 daily
+            bars = 0.4 rows per daily bar with 4 weeks, 1.6 with 1 week.
+        window_offset: window offset in seconds (default: whole weeks start Monday 00:00 UTC;
+            0 for other sizes).
+        batch_size: rows per GX validation call (``BatchElements`` min = max = this). A call
+            costs ~0.1-1 s whatever its size (GX builds the metric graph per expectation), so
+            large batches amortize it (benchmarks/quality_validation.py).
         batching: ``elements`` (``BatchElements``) or ``state`` (instrument groups +
             ``GroupIntoBatches``).
         group_buckets: ``state`` batching: hash buckets per exchange.
@@ -442,8 +447,8 @@ class ValidateWithSuite(beam.PTransform):
     """
 
     def __init__(self, suite: str = "price_events", *, run_id: str = "local",
-                 window_seconds: int = 7 * DAY, window_offset: int | None = None,
-                 batch_size: int = 500, batching: str = "elements", group_buckets: int = 16,
+                 window_seconds: int = 28 * DAY, window_offset: int | None = None,
+                 batch_size: int = 5000, batching: str = "elements", group_buckets: int = 16,
                  max_buffering_seconds: float | None = 1.0,
                  allowed_lateness_seconds: float = 0.0,
                  rules: Sequence[str] | None = None) -> None:

@@ -12,8 +12,12 @@ Severities (ARCHITECTURE.md, "The stream's core"):
   (Yahoo's phantom holiday rows, index rows). Calendar flags come from parsing; per-instrument
   flags (``large_move``, ``gap``) from the ordered feature state.
 
-The pure function ``validate_event`` does the work; the great-expectations suites of the
-data-quality issue will wrap the same rules for micro-batches.
+The pure function ``validate_event`` does the work. This is ``miraikakaku run --validation
+basic`` (and the TFX example builder's step); the pipeline's default, ``--validation suite``, is
+``quality.stream.ValidateWithSuite``: the great-expectations ``price_events`` suite
+(``quality/suites.py``) on micro-batches, with the same block reasons and flags for these rules,
+plus the suite's other row-level rules (``missing_field``, ``bad_number``, ``extreme_range``),
+per-instrument counters and ``quality_results`` rows.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def test_blocked_rows_are_dead_lettered_with_the_rule_and_flags_and_results_add_
     assert any("extreme_range" in e.flags for e in expected_events)  # XL 2015-08-24
     p = TestPipeline()
     out = (p | beam.Create(inputs)
-           | ValidateWithSuite(batch_size=400, run_id="test-run"))
+           | ValidateWithSuite(batch_size=400, run_id="test-run", window_seconds=WEEK))
     assert_that(out.events, equal_to(expected_events), label="Events")
     assert_that(out.dead_letters | beam.Map(lambda d: (d.step, d.reason, d.payload, d.origin)),
                 equal_to([("ValidateEvents", k, v.to_json(), "sp500_5yr")
@@ -175,7 +175,8 @@ def test_the_pipeline_reconciles_and_writes_quality_results(tmp_path):
     path = write_csv(tmp_path / "us_daily_sp500_5yr_2013_2018.csv", header, rows + dups)
     warehouse = tmp_path / "warehouse"
     summary = run(["--input", str(path), "--skip_inference", "true", "--analytics_dir",
-                   str(warehouse), "--validation_batch_size", "300"],
+                   str(warehouse), "--validation_batch_size", "300",
+                   "--quality_window_seconds", str(WEEK)],
                   settings=Settings(data_dir=tmp_path / "var"))
     assert summary.events_read == len(rows) + len(dups)
     assert summary.dead_letters_by_reason == {
@@ -218,7 +219,8 @@ def test_streaming_windows_give_one_result_row_per_window_instrument_and_rule(da
     opts = PipelineOptions()
     opts.view_as(StandardOptions).streaming = True
     with TestPipeline(options=opts) as p:
-        out = p | stream | ValidateWithSuite(batch_size=50, run_id="stream-test")
+        out = p | stream | ValidateWithSuite(batch_size=50, run_id="stream-test",
+                                             window_seconds=WEEK)
         rows = out.results | beam.Filter(lambda q: q.rule in ("extreme_range", "zero_volume"))
         assert_that(rows | beam.Map(lambda q: (q.window_start.date().isoformat(),
                                                q.instrument_id, q.rule, q.evaluated, q.failed)),
