@@ -17,6 +17,7 @@ validates in about 50-80 ms, the 495,552-row S&P 500 file in a few seconds.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import threading
 from collections import Counter
@@ -217,6 +218,22 @@ def _calendars(instrument_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def _in_range(cal: str, day: dt.date) -> bool:
+    c = get_calendar(cal)
+    return c.first_session <= day <= c.last_session
+
+
+def _judged_session(cal: str, day: dt.date) -> bool:
+    """True when ``day`` is a session, or lies outside the calendar's range (not judged: the
+    parser flags such bars ``calendar_estimated``)."""
+    return get_calendar(cal).is_session(day) or not _in_range(cal, day)
+
+
+def _known_ordinal(cal: str, day: dt.date) -> float:
+    """Session ordinal, NaN outside the calendar's range (gaps there are not judged)."""
+    return get_calendar(cal).ordinal(day) if _in_range(cal, day) else math.nan
+
+
 def add_row_columns(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     """Add the row-level derived columns of ``kind`` that are missing (in place; returns ``df``).
 
@@ -229,8 +246,9 @@ def add_row_columns(df: pd.DataFrame, kind: str) -> pd.DataFrame:
       when a price is null), ``hl_ratio`` (high / low) and ``hl_limit``
       (``quality.suites.RANGE_LIMITS`` for the interval), ``in_session`` (bool: a daily bar's
       ``session_date`` is a session of the instrument's exchange calendar,
-      ``miraikakaku.calendars``; an intraday bar's start, event time minus the interval, or a
-      trade's time lies in [open, close) of a session);
+      ``miraikakaku.calendars``, or lies outside the calendar's range, which is not judged; an
+      intraday bar's start, event time minus the interval, or a trade's time lies in
+      [open, close) of a session);
     * predictions: ``model_version_present`` (bool, a non-empty string).
     """
     n = len(df)
@@ -286,7 +304,7 @@ def add_row_columns(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     if daily.any():
         pairs = pd.DataFrame({"cal": cals[daily], "day": df["session_date"][daily]})
         uniq = pairs.drop_duplicates()
-        ok_day = {(c, d): get_calendar(c).is_session(d.date())
+        ok_day = {(c, d): _judged_session(c, d.date())
                   for c, d in zip(uniq["cal"], uniq["day"], strict=True)}
         in_session[daily] = [ok_day[(c, d)]
                              for c, d in zip(pairs["cal"], pairs["day"], strict=True)]
@@ -317,7 +335,8 @@ def prepare(df: pd.DataFrame, kind: str) -> pd.DataFrame:
       ``LARGE_MOVE_WINDOW`` returns (mean and ddof=1 std, at least ``LARGE_MOVE_MIN_PERIODS``);
       rows with a price that is not > 0 get no return;
     * ``session_gap`` (float, daily bars): exchange sessions missing between the bar and the
-      previous bar in time order (``SessionCalendar.ordinal``), NaN for the first bar;
+      previous bar in time order (``SessionCalendar.ordinal``), NaN for the first bar and when
+      either bar lies outside the calendar's range (XTKS before 1997);
     * ``intraday_gap_bars`` (float, intraday bars of 1h/1m/1s): bars missing between the bar and
       the previous one of the same session when both are inside the regular session, else NaN;
     * ``in_session`` (see ``add_row_columns``).
@@ -356,7 +375,7 @@ def prepare(df: pd.DataFrame, kind: str) -> pd.DataFrame:
         sd = s.loc[daily]
         cals = sd["instrument_id"].map(cal_of)
         pairs = pd.DataFrame({"cal": cals, "day": sd["session_date"]}).drop_duplicates()
-        ords = {(c, d): get_calendar(c).ordinal(d.date())
+        ords = {(c, d): _known_ordinal(c, d.date())
                 for c, d in zip(pairs["cal"], pairs["day"], strict=True)}
         ordinal = pd.Series([ords[(c, d)] for c, d in zip(cals, sd["session_date"], strict=True)],
                             index=sd.index)
