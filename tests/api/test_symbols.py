@@ -379,3 +379,25 @@ def test_store_of_lean_fb_rows_serves_both_companies(build_store) -> None:
         assert c.get("/v1/symbols/FB/quote").json()["session_date"] == fb["date"].max()
         old = c.get("/v1/symbols/FB", params={"as_of": "2001-06-01"}).json()
         assert old["instrument_id"] == "XNYS:FB-1999"
+
+
+def test_a_reused_ticker_finds_todays_listing_not_the_first_id_the_store_sorts(
+        build_store) -> None:
+    from serving.app.api.deps import find_instrument
+    from stores.sqlite import open_store
+
+    master = load_master()
+    old, new = master.get("ARCX:VXX-2009"), master.get("BATS:VXX")  # vxx.1 and vxx map files
+    settings = build_store([old, new])
+    with open_store(settings.store_path, read_only=True) as store:
+        assert store.get_instrument("VXX") == old  # the store alone: first id in sort order
+        assert find_instrument(store, "VXX") == new
+        assert find_instrument(store, "VXX", dt.date(2015, 1, 2)) == old
+        assert find_instrument(store, "VXXB") == new  # the Series B's ticker until 2019-05-01
+    with TestClient(create_app(settings)) as c:
+        authorize(c)
+        err = _assert_error(c.get("/v1/symbols/VXX/quote"), 404, "not_found")
+        assert "BATS:VXX" in err["message"]  # found the instrument; it has no bars here
+        assert c.get("/v1/symbols/VXX").json()["delisting_date"] is None
+        assert c.get("/v1/symbols/VXX", params={"as_of": "2015-01-02"}).json()[
+            "delisting_date"] == "2019-01-29"

@@ -56,6 +56,7 @@ __all__ = [
     "get_app_settings",
     "get_store",
     "get_store_provider",
+    "find_instrument",
     "lookup_instrument",
     "resolve_instrument",
     "date_range",
@@ -243,14 +244,15 @@ StoreDep = Annotated[ServingStore, Depends(get_store)]
 StoreProviderDep = Annotated[StoreProvider, Depends(get_store_provider)]
 
 
-async def lookup_instrument(store: ServingStore, symbol: str,
-                            as_of: dt.date | None = None) -> Instrument:
-    """Find an instrument by alias or id, case-insensitively.
+def find_instrument(store: ServingStore, symbol: str,
+                    as_of: dt.date | None = None) -> Instrument | None:
+    """Find an instrument of the store by alias or id, case-insensitively (blocking).
 
     The instrument master (``miraikakaku.instruments``) turns a ticker into an id first, so an
-    old ticker (``WMI``) finds its instrument (``XNYS:WM``) and a reused one (``FB``) the company
-    that had it on ``as_of`` (default: today's listing); a symbol the master does not know is
-    looked up in the store as it is (instruments the pipeline resolved by rule).
+    old ticker (``WMI``) finds its instrument (``XNYS:WM``) and a reused one (``FB``, ``VXX``)
+    the company that had it on ``as_of`` (default: today's listing), not whichever id the store
+    sorts first; a symbol the master does not know is looked up in the store as it is
+    (instruments the pipeline resolved by rule).
 
     Args:
         store: the serving store.
@@ -258,17 +260,25 @@ async def lookup_instrument(store: ServingStore, symbol: str,
         as_of: the date the ticker is read at; None: today's listing.
 
     Returns:
-        The instrument, as the store holds it.
-
-    Raises:
-        NotFound: no instrument in the store has that alias or id (on ``as_of``) (404).
+        The instrument as the store holds it; None when the store has none for the symbol.
     """
     ref = load_master().lookup(symbol, as_of)
     instrument = None
     if ref is not None:
-        instrument = await run_store(store.get_instrument, ref.instrument_id)
+        instrument = store.get_instrument(ref.instrument_id)
     if instrument is None and (ref is None or as_of is None):
-        instrument = await run_store(store.get_instrument, symbol)
+        instrument = store.get_instrument(symbol)
+    return instrument
+
+
+async def lookup_instrument(store: ServingStore, symbol: str,
+                            as_of: dt.date | None = None) -> Instrument:
+    """``find_instrument`` in the threadpool; a missing instrument is a 404.
+
+    Raises:
+        NotFound: no instrument in the store has that alias or id (on ``as_of``) (404).
+    """
+    instrument = await run_store(find_instrument, store, symbol, as_of)
     if instrument is None:
         raise NotFound(f"unknown symbol {symbol!r}")
     return instrument

@@ -20,7 +20,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serving.app.api.deps import ID_MAX, SessionDep, StoreDep, require_permission
+from serving.app.api.deps import (
+    ID_MAX,
+    SessionDep,
+    StoreDep,
+    find_instrument,
+    require_permission,
+)
 from serving.app.api.errors import ERROR_RESPONSES, InvalidRequest, NotFound
 from serving.app.models import AlertRule, User
 from serving.app.notification_schemas import (
@@ -86,7 +92,7 @@ def create_rule(
         NotFound: unknown symbol (404).
         InvalidRequest: the user already has ``MAX_RULES_PER_USER`` rules (422).
     """
-    instrument = store.get_instrument(body.symbol)
+    instrument = find_instrument(store, body.symbol)
     if instrument is None:
         raise NotFound(f"unknown symbol {body.symbol!r}")
     n = session.scalar(select(func.count(AlertRule.id)).where(AlertRule.user_id == user.id))
