@@ -58,6 +58,7 @@ import csv
 import dataclasses
 import datetime as dt
 import graphlib
+import json
 import math
 import re
 import threading
@@ -373,6 +374,13 @@ def _frame(cols: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]]
                 expr = f"CASE WHEN n{i} THEN CAST('NaN' AS DOUBLE) ELSE {expr} END"
         elif duck_type.upper() in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
             data[col] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+        elif duck_type.endswith("[]"):
+            # A list column goes in as JSON text: DuckDB infers an object column's type from a
+            # sample of its first rows, and a sample of empty lists makes it NULL[], which then
+            # fails on the first list with a value further down.
+            data[col] = pd.Series([None if v is None else json.dumps(v, default=str)
+                                   for v in values], dtype=object)
+            expr = f"CAST(from_json({col}, '[\"{duck_type[:-2]}\"]') AS {duck_type})"
         else:
             data[col] = pd.Series(values, dtype=object)
         select.append(f'{expr} AS "{name}"')

@@ -612,7 +612,7 @@ def test_saved_queries_take_tickers_or_instrument_ids(prices: PriceData, price_w
                         **window)
     pd.testing.assert_frame_equal(by_ticker, by_id)
     beta_ticker = saved_query(price_wh, "beta", symbols=["JPM"], benchmark="SPY", **window)
-    beta_id = saved_query(price_wh, "beta", symbols=["XNYS:JPM"], benchmark="XNYS:SPY", **window)
+    beta_id = saved_query(price_wh, "beta", symbols=["XNYS:JPM"], benchmark="ARCX:SPY", **window)
     pd.testing.assert_frame_equal(beta_ticker, beta_id)
     # every NYSE session of 2016: the window's first return reaches back to 2015-12-31
     assert len(beta_ticker) == 1 and beta_ticker["n"][0] == 252
