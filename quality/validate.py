@@ -353,7 +353,8 @@ def prepare(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     out["time_increasing"] = prev_time.isna() | (out["event_time"] > prev_time)
 
     order = out.sort_values([*keys, "event_time"], kind="mergesort").index
-    s = out.loc[order]
+    need = [*keys, "event_time", "session_date", "close", "adj_close", "in_session"]
+    s = out.loc[order, [c for c in need if c in out.columns]]  # only what is needed below
     price = s["adj_close"].where(s["adj_close"].notna(), s["close"])
     price = price.where(price > 0)
     logp = np.log(price)
