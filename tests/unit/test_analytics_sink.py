@@ -49,12 +49,14 @@ from miraikakaku.rowkeys import bar_key
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent
 from miraikakaku.settings import Settings
 from miraikakaku.tracking import ModelPerformance, make_outcome
+from quality.stream import MONDAY_OFFSET, QualityResult, window_bounds
 from stores.base import BarFlag
 from stores.bigquery import to_bq_row
 from tests.conftest import JP, SHARED, SP500, read_rows, write_csv
 from transforms.features import FEATURE_NAMES, compute_features
 from transforms.ordering import InstrumentSequencer, event_sort_key
 from transforms.parsing import file_spec, iter_file
+from transforms.validation import validate_event
 
 pytestmark = pytest.mark.unit
 
@@ -124,6 +126,16 @@ def records(tmp_path_factory) -> list[object]:
         extra.append(AlertEvent(f"pct_move_3/{iid}/{last.session_date:%Y%m%d}", "pct_move_3",
                                 "pct_move", iid, last.event_time, last.session_date, 0.041,
                                 0.03, "moved +4.1%"))
+    # in-stream quality outcomes (quality.stream): NWL's ohlc_inconsistent rule per 4 weeks
+    cells: dict[tuple, list[int]] = {}
+    for e in events:
+        if e.instrument_id == "XNYS:NWL":
+            cell = cells.setdefault(window_bounds(e.event_time, 28 * 86400, MONDAY_OFFSET), [0, 0])
+            cell[0] += 1
+            cell[1] += "ohlc_inconsistent" in validate_event(e).flags
+    extra += [QualityResult(start, end, "XNYS:NWL", "price_events", "ohlc_inconsistent", "flag",
+                            n, bad, "local-test", dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc))
+              for (start, end), (n, bad) in sorted(cells.items())]
     master = load_master()
     extra += [master.lookup("AAPL"), master.lookup("7203.T")]
     return parsed + extra
