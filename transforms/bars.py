@@ -151,7 +151,9 @@ class _AggregateTradesFn(beam.DoFn):
         self._master = load_master(self._default_mic)
 
     def _calendar(self, trade: PriceEvent):
-        return get_calendar(self._master.resolve(trade.symbol).calendar)
+        # by id: a reused ticker's symbol names two instruments (miraikakaku.instruments)
+        inst = self._master.get(trade.instrument_id) or self._master.resolve(trade.symbol)
+        return get_calendar(inst.calendar)
 
     def process(self, element: tuple[str, PriceEvent], state=beam.DoFn.StateParam(STATE),
                 idle=beam.DoFn.TimerParam(IDLE)):
