@@ -13,7 +13,6 @@ Run: ``.venv/bin/python -m pytest -q tests/api/test_openapi_fuzz.py``.
 """
 
 import json
-import time
 
 import pytest
 import schemathesis
@@ -61,7 +60,6 @@ def test_no_operation_answers_5xx(api_data, app_db_url) -> None:
     config = Settings(env="test", data_dir=api_data.settings.data_dir, database_url=app_db_url,
                       rate_limit_per_minute=1_000_000, rate_limit_ip_per_minute=1_000_000)
     app = create_app(config)
-    started = time.monotonic()
     tested: list[str] = []
     failures: list[str] = []
     with TestClient(app):  # the lifespan opens the store and migrates the application database
@@ -77,4 +75,3 @@ def test_no_operation_answers_5xx(api_data, app_db_url) -> None:
     assert not failures, "\n\n".join(failures)
     assert len(tested) >= 8, tested  # the read API alone has eight documented operations
     assert any("/v1/symbols/{symbol}/bars" in label for label in tested)
-    assert time.monotonic() - started < 60
