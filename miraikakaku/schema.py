@@ -82,6 +82,9 @@ SOURCES: dict[str, SourceInfo] = {
                    "QuantConnect Lean / AlgoSeek intraday trades and bars (New York times)"),
         SourceInfo("alphavantage", "raw", False,
                    "Alpha Vantage GLOBAL_QUOTE (live quotes, raw prices, no adjusted close)"),
+        SourceInfo("alphavantage_daily", "raw", True,
+                   "Alpha Vantage TIME_SERIES_DAILY_ADJUSTED via Pooksoft, 1999-2021 (raw OHLC, "
+                   "adjusted close, dividends, split coefficients; tickers as of 2021-04-21)"),
         SourceInfo("user", "split_adjusted", False, "a user's own file (basis assumed adjusted)"),
     )
 }
@@ -151,7 +154,9 @@ class PriceEvent:
         """The price features use: ``adj_close`` when present, else ``close``.
 
         Sources without an adjusted close (``SOURCES[...].has_adj_close`` false) deliver
-        split-adjusted OHLC, so their close is already on an adjusted basis.
+        split-adjusted OHLC, so their close is already on an adjusted basis; the exception is
+        Lean's raw bars, whose ``adj_close`` the parser fills from the factor files
+        (``miraikakaku.corporate_actions``).
         """
         return self.adj_close if self.adj_close is not None else self.close
 

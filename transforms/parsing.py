@@ -55,7 +55,8 @@ _ALIASES = {"name": "symbol", "ticker": "symbol", "hight": "high", "adjclose": "
 _REQUIRED = ("symbol", "date", "open", "high", "low", "close")
 
 # Known files in ../shared/data without a source column: their source name.
-_KNOWN_SOURCES = {"us_daily_sp500_5yr_2013_2018": "sp500_5yr", "all_stocks_5yr": "sp500_5yr"}
+_KNOWN_SOURCES = {"us_daily_sp500_5yr_2013_2018": "sp500_5yr", "all_stocks_5yr": "sp500_5yr",
+                  "us_daily_alphavantage_1999_2021": "alphavantage_daily"}
 
 
 class ParseError(ValueError):

@@ -218,6 +218,22 @@ def test_a_vendor_snapshot_reads_its_tickers_at_the_snapshot_date():
     assert M.symbols_on("lean", D("2013-06-19")) == D("2013-06-19")
 
 
+
+def test_alpha_vantage_rows_carry_the_tickers_of_its_download_day():
+    # the Alpha Vantage file was downloaded on 2021-04-21: its GOOG rows from 2014-03-27 are
+    # class C (558.46 on the first day, as in Kaggle), its GOOGL rows the class A history
+    av = NORMALIZED / "us_daily_alphavantage_1999_2021.normalized.csv.gz"
+    spec = file_spec(av)
+    assert spec.default_source == "alphavantage_daily"
+    got = {}
+    for e in iter_file(spec):
+        if getattr(e, "symbol", None) in ("GOOG", "GOOGL") and \
+                e.session_date == D("2014-03-27"):
+            got[e.symbol] = (e.instrument_id, e.close, e.source)
+    assert got == {"GOOG": ("XNAS:GOOG", 558.46, "alphavantage_daily"),
+                   "GOOGL": ("XNAS:GOOGL", 1114.28, "alphavantage_daily")}
+    assert M.symbols_on("alphavantage_daily", D("2010-01-04")) == D("2021-04-21")
+
 # -- Tokyo, indices, unknown symbols -----------------------------------------------------------
 
 @pytest.mark.parametrize("symbol", ["7203.T", "7203.t", "XTKS:7203", "9984.T", "1306.T"])
