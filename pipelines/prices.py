@@ -191,12 +191,14 @@ class PriceOptions(PipelineOptions):
                             help="Quiet time after which open bars are written as provisional. "
                                  "Default: 5.")
         parser.add_argument(
-            "--validation", default="suite", choices=["suite", "basic", "off"],
+            "--validation", default=None, choices=["suite", "basic", "off"],
             help="ValidateEvents: 'suite' runs the great-expectations price_events suite on "
                  "micro-batches (quality.stream.ValidateWithSuite; also writes quality_results "
                  "rows to the analytics store / BigQuery); 'basic' the per-event checks of "
                  "transforms.validation; 'off' no validation (benchmarks only: nothing is "
-                 "blocked). Default: suite.")
+                 "blocked). Default: suite, except basic for --subscription on the "
+                 "DirectRunner (its Pub/Sub bundles hold ~10 messages, so a GX call, ~0.1-1 s, "
+                 "per 10 events would dominate the stream).")
         parser.add_argument("--validation_batch_size", type=int, default=5000,
                             help="Rows per great-expectations validation call (a call costs "
                                  "~0.1-1 s whatever its size: benchmarks/quality_validation.py). "
@@ -361,6 +363,11 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
         raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
     if po.validation_batch_size <= 0 or (po.quality_window_seconds or 1) <= 0:
         raise ValueError("--validation_batch_size and --quality_window_seconds must be positive")
+    validation = po.validation
+    if validation is None:
+        direct = (std.runner or "DirectRunner") in ("DirectRunner", "SwitchingDirectRunner",
+                                                    "BundleBasedDirectRunner")
+        validation = "basic" if std.streaming and direct else "suite"
     quality_window = po.quality_window_seconds or (3600 if std.streaming else 28 * 24 * 3600)
     run_id = opts.view_as(GoogleCloudOptions).job_name or \
         f"local-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
@@ -371,7 +378,7 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
                      settings.model_name, model_version, window, not std.streaming, bq,
                      po.alerts_topic, po.dead_letter_topic, **inference,
                      prices_topic=po.prices_topic, predictions_topic=po.predictions_topic,
-                     analytics_dir=analytics_dir or None, validation=po.validation,
+                     analytics_dir=analytics_dir or None, validation=validation,
                      validation_batch_size=po.validation_batch_size,
                      validation_batching=po.validation_batching,
                      quality_window_seconds=quality_window, run_id=run_id)
