@@ -356,6 +356,8 @@ def run_quality(inputs: Sequence[str], out_dir: str | Path, kind: str = "price_e
         w = csv.DictWriter(f, fieldnames=_FIELDS)
         w.writeheader()
         w.writerows(fail_rows)
+    blocked_rows = [r for r in fail_rows if r["severity"] == "block"]
+    summary["blocked_rows"] = blocked_rows[:_BLOCKED_LISTED]  # all of them: failing_rows.csv
     _data_docs(result.gx_result, dead, summary, out / "index.html")
     t_end = time.perf_counter()
     summary["timings_seconds"] = {"read": round(t_read - t0, 2),
@@ -367,6 +369,10 @@ def run_quality(inputs: Sequence[str], out_dir: str | Path, kind: str = "price_e
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n",
                                       encoding="utf-8")
     return summary
+
+
+_BLOCKED_LISTED = 100
+"""Blocked rows listed in ``summary.json`` (and the first 20 on the console)."""
 
 
 class _Null:
@@ -392,6 +398,17 @@ def _print(summary: dict[str, Any], console: Any) -> None:
     t.add_row("  of which flagged", "", f"{summary['rows_flagged']:,}")
     t.add_row("blocked", "", f"{summary['rows_blocked']:,}")
     console.print(t)
+    blocked = summary.get("blocked_rows") or []
+    if blocked:
+        b = Table(title="blocked rows (all of them in failing_rows.csv)")
+        for c in ("instrument_id", "session_date", "rule", "observed"):
+            b.add_column(c)
+        for r in blocked[:20]:
+            b.add_row(*(str(r.get(c) or "") for c in ("instrument_id", "session_date", "rule",
+                                                    "observed")))
+        if summary["rows_blocked"] > 20:
+            b.add_row(f"... {summary['rows_blocked'] - 20:,} more", "", "", "")
+        console.print(b)
     o = summary["outputs"]
     console.print(f"Data Docs: {o['data_docs']}\nfailing rows: {o['failing_rows']}\n"
                   f"summary: {o['summary']}\n{summary['timings_seconds']['total']} s, "
