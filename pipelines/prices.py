@@ -203,12 +203,6 @@ class PriceOptions(PipelineOptions):
                             help="Rows per great-expectations validation call (a call costs "
                                  "~0.1-1 s whatever its size: benchmarks/quality_validation.py). "
                                  "Default: 5000.")
-        parser.add_argument("--validation_batching", default="elements",
-                            choices=["elements", "state"],
-                            help="Micro-batches of --validation suite: 'elements' "
-                                 "(BatchElements, within a bundle, no state) or 'state' "
-                                 "(GroupIntoBatches per instrument group, across bundles). "
-                                 "Default: elements.")
         parser.add_argument("--quality_window_seconds", type=int, default=None,
                             help="Event-time window of the quality_results rows. Default: "
                                  "2419200 (4 weeks from a Monday 00:00 UTC) for files, 3600 "
@@ -294,7 +288,6 @@ class _Resolved:
     analytics_dir: str | None = None
     validation: str = "suite"
     validation_batch_size: int = 5000
-    validation_batching: str = "elements"
     quality_window_seconds: int = 28 * 24 * 3600
     run_id: str = "local"
 
@@ -380,7 +373,6 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
                      prices_topic=po.prices_topic, predictions_topic=po.predictions_topic,
                      analytics_dir=analytics_dir or None, validation=validation,
                      validation_batch_size=po.validation_batch_size,
-                     validation_batching=po.validation_batching,
                      quality_window_seconds=quality_window, run_id=run_id)
 
 
@@ -460,7 +452,7 @@ def _validate(events, r: _Resolved, allowed_lateness_seconds: float):
 
         out = events | "ValidateEvents" >> ValidateWithSuite(
             "price_events", run_id=r.run_id, window_seconds=r.quality_window_seconds,
-            batch_size=r.validation_batch_size, batching=r.validation_batching,
+            batch_size=r.validation_batch_size,
             allowed_lateness_seconds=0.0 if r.bounded else allowed_lateness_seconds)
         return out, [out.results]
     if r.validation == "basic":

@@ -10,20 +10,19 @@ How it runs (bounded files and the unbounded Pub/Sub stream alike):
    step with the timestamps (and windows) they came with, as
    ``transforms.validation.ValidateEvents`` leaves them (``BatchElements`` emits its
    global-window batches at the end of the window).
-2. ``BatchEvents``: micro-batches. Default ``batching="elements"``: ``beam.BatchElements``
-   (fixed size ``batch_size``, 5000) — stateless, keeps windows, batches within a bundle; on the
-   DirectRunner a bounded run is a few large bundles, so batches are full. ``batching="state"``:
-   keyed by instrument group (exchange MIC + a stable hash bucket of the instrument id, so one
-   group's batches hold a bounded set of instruments) and ``beam.GroupIntoBatches`` (bag state
-   + a buffering timer): batches span bundles, which helps a Pub/Sub stream on the DirectRunner
-   (10-message bundles: 600 events in 10-element TestStream bundles took 60 GX calls and
-   26.7 s with ``elements``, 1 call and 3.9 s with ``state``), but its timers hold no
-   watermark, so in a stream the re-stamped events of a buffered batch can come out behind the
-   watermark (later than the trades' allowed lateness downstream), and on bounded input state
-   costs more per element (``benchmarks/quality_validation.py`` measures it). Hence
-   ``elements`` everywhere, and ``miraikakaku run --subscription`` on the DirectRunner keeps
-   ``--validation basic`` unless told otherwise. The GX result does not depend on the batching:
-   every in-stream rule is row-level (below).
+2. ``BatchEvents``: ``beam.BatchElements`` of fixed size ``batch_size`` (5000): stateless,
+   keeps windows, batches within a bundle; a bounded DirectRunner run is a few large bundles, so
+   batches are full. Measured against ``GroupIntoBatches`` per instrument group (exchange MIC +
+   hash bucket; bag state and timers, so batches span bundles): in a stream of 10-element
+   bundles (TestStream, 600 events) ``BatchElements`` made 60 GX calls in 26.7 s and
+   ``GroupIntoBatches`` 1 call in 3.9 s, but its timers hold no watermark, so the re-stamped
+   events of a buffered batch can come out behind the watermark (later than the trades' allowed
+   lateness downstream); and on bounded input on the DirectRunner its end-of-window flush
+   reaches downstream GroupByKeys after they completed (AssertionError in the bundle-based
+   runner, lost outputs under TestPipeline). So: ``BatchElements``, and ``miraikakaku run
+   --subscription`` on the DirectRunner (Pub/Sub bundles of ~10 messages) keeps
+   ``--validation basic`` unless told otherwise. The GX result does not depend on the
+   batching: every in-stream rule is row-level (below).
 3. ``ValidateBatches`` (``_ValidateBatchFn``): one ``quality.validate.validate_frame`` call per
    batch (one GX validation of the suite on the batch's frame; the GX context, suite and batch
    definition are reused per process by ``quality.validate``). Per row:
@@ -71,7 +70,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -414,14 +412,6 @@ def _with_timestamp(event, ts=beam.DoFn.TimestampParam):
     return event, ts
 
 
-def _group_key(buckets: int):
-    def key(item):
-        event = item[0]
-        mic = event.instrument_id.split(":", 1)[0]
-        return f"{mic}/{zlib.crc32(event.instrument_id.encode()) % buckets}", item
-    return key
-
-
 class ValidateWithSuite(beam.PTransform):
     """Validate price events with a GX suite in micro-batches (see the module docstring).
 
@@ -441,27 +431,19 @@ class ValidateWithSuite(beam.PTransform):
         batch_size: rows per GX validation call (``BatchElements`` min = max = this). A call
             costs ~0.1-1 s whatever its size (GX builds the metric graph per expectation), so
             large batches amortize it (benchmarks/quality_validation.py).
-        batching: ``elements`` (``BatchElements``) or ``state`` (instrument groups +
-            ``GroupIntoBatches``).
-        group_buckets: ``state`` batching: hash buckets per exchange.
-        max_buffering_seconds: ``state`` batching: longest wait for a batch to fill (streaming).
         allowed_lateness_seconds: how late a tally may arrive and still count in its window.
         rules: rule names to run (default: ``stream_rules``' choice).
 
     Raises:
-        ValueError: an unknown ``batching``, a non-positive size, or (at setup) a suite without
-            row-level rules.
+        ValueError: a non-positive size, or (at setup) a suite without row-level rules.
     """
 
     def __init__(self, suite: str = "price_events", *, run_id: str = "local",
                  window_seconds: int = 28 * DAY, window_offset: int | None = None,
-                 batch_size: int = 5000, batching: str = "elements", group_buckets: int = 16,
-                 max_buffering_seconds: float | None = 1.0,
+                 batch_size: int = 5000,
                  allowed_lateness_seconds: float = 0.0,
                  rules: Sequence[str] | None = None) -> None:
         super().__init__()
-        if batching not in ("elements", "state"):
-            raise ValueError(f"batching must be 'elements' or 'state', got {batching!r}")
         if window_seconds <= 0 or batch_size <= 0:
             raise ValueError("window_seconds and batch_size must be positive")
         self._suite = suite
@@ -471,23 +453,13 @@ class ValidateWithSuite(beam.PTransform):
             window_offset = MONDAY_OFFSET if self._size % (7 * DAY) == 0 else 0
         self._offset = int(window_offset) % self._size
         self._batch_size = batch_size
-        self._batching = batching
-        self._buckets = group_buckets
-        self._max_buffering = max_buffering_seconds
         self._lateness = allowed_lateness_seconds
         self._rules = None if rules is None else tuple(rules)
 
     def expand(self, events) -> SuiteValidationResult:
         stamped = events | "KeepTimestamps" >> beam.Map(_with_timestamp)
-        if self._batching == "elements":
-            batches = stamped | "BatchEvents" >> beam.BatchElements(
-                min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-        else:
-            batches = (stamped
-                       | "KeyByInstrumentGroup" >> beam.Map(_group_key(self._buckets))
-                       | "BatchEvents" >> beam.GroupIntoBatches(
-                           self._batch_size, max_buffering_duration_secs=self._max_buffering)
-                       | "DropGroupKeys" >> beam.Values())
+        batches = stamped | "BatchEvents" >> beam.BatchElements(
+            min_batch_size=self._batch_size, max_batch_size=self._batch_size)
         out = batches | "ValidateBatches" >> beam.ParDo(
             _ValidateBatchFn(self._suite, self._size, self._offset, self._rules)).with_outputs(
             _ValidateBatchFn.DEAD_LETTER, _ValidateBatchFn.TALLIES, main="events")
