@@ -233,4 +233,3 @@ def test_streaming_windows_give_one_result_row_per_window_instrument_and_rule(da
                                                      e.flags))
                     | beam.Filter(lambda t: t[2]),
                     equal_to([("XL", "2015-08-24", ("extreme_range",))]), label="Flagged")
-
