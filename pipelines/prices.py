@@ -199,10 +199,10 @@ class PriceOptions(PipelineOptions):
                  "blocked). Default: suite, except basic for --subscription on the "
                  "DirectRunner (its Pub/Sub bundles hold ~10 messages, so a GX call, ~0.1-1 s, "
                  "per 10 events would dominate the stream).")
-        parser.add_argument("--validation_batch_size", type=int, default=5000,
+        parser.add_argument("--validation_batch_size", type=int, default=20000,
                             help="Rows per great-expectations validation call (a call costs "
                                  "~0.1-1 s whatever its size: benchmarks/quality_validation.py). "
-                                 "Default: 5000.")
+                                 "Default: 20000.")
         parser.add_argument("--quality_window_seconds", type=int, default=None,
                             help="Event-time window of the quality_results rows. Default: "
                                  "2419200 (4 weeks from a Monday 00:00 UTC) for files, 3600 "
@@ -287,7 +287,7 @@ class _Resolved:
     predictions_topic: str | None = None
     analytics_dir: str | None = None
     validation: str = "suite"
-    validation_batch_size: int = 5000
+    validation_batch_size: int = 20000
     quality_window_seconds: int = 28 * 24 * 3600
     run_id: str = "local"
 

@@ -10,7 +10,7 @@ How it runs (bounded files and the unbounded Pub/Sub stream alike):
    step with the timestamps (and windows) they came with, as
    ``transforms.validation.ValidateEvents`` leaves them (``BatchElements`` emits its
    global-window batches at the end of the window).
-2. ``BatchEvents``: ``beam.BatchElements`` of fixed size ``batch_size`` (5000): stateless,
+2. ``BatchEvents``: ``beam.BatchElements`` of fixed size ``batch_size`` (20000): stateless,
    keeps windows, batches within a bundle; a bounded DirectRunner run is a few large bundles, so
    batches are full. Measured against ``GroupIntoBatches`` per instrument group (exchange MIC +
    hash bucket; bag state and timers, so batches span bundles): in a stream of 10-element
@@ -440,7 +440,7 @@ class ValidateWithSuite(beam.PTransform):
 
     def __init__(self, suite: str = "price_events", *, run_id: str = "local",
                  window_seconds: int = 28 * DAY, window_offset: int | None = None,
-                 batch_size: int = 5000,
+                 batch_size: int = 20_000,
                  allowed_lateness_seconds: float = 0.0,
                  rules: Sequence[str] | None = None) -> None:
         super().__init__()
