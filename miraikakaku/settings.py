@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         webhook_max_attempts: webhook deliveries tried this often before the dead letter.
         webhook_backoff_seconds: first retry delay; doubles per attempt.
         notify_poll_seconds: how often the notifier polls the outbox and reloads rules.
+        freshness_minutes: minutes of open exchange time without an event after which a
+            streaming run raises a ``stale_feed`` system alert for an instrument (> 0).
     """
 
     model_config = SettingsConfigDict(env_prefix="MIRAIKAKAKU_", env_file=".env", extra="ignore",
@@ -84,6 +86,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = 5
     webhook_backoff_seconds: float = 1.0
     notify_poll_seconds: float = 1.0
+    freshness_minutes: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import time
 import typing
 from collections.abc import Iterable
@@ -74,13 +73,12 @@ def default_freshness_minutes() -> float:
     Raises:
         ValueError: if the variable is set but not a positive number.
     """
-    text = os.environ.get(_ENV, "").strip()
-    if not text:
-        return 15.0
-    value = float(text)
-    if value <= 0:
-        raise ValueError(f"{_ENV} must be a positive number of minutes, got {text!r}")
-    return value
+    from miraikakaku.settings import Settings
+
+    try:
+        return Settings().freshness_minutes  # the environment, then .env (pydantic-settings)
+    except ValueError as e:  # pydantic's ValidationError
+        raise ValueError(f"{_ENV} must be a positive number of minutes: {e}") from e
 
 
 def stale_alert(instrument_id: str, symbol: str, calendar: str, last_event: dt.datetime,
