@@ -362,7 +362,16 @@ def get_calendar(name: str) -> SessionCalendar:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual inspection
+    if len(sys.argv) != 3 or sys.argv[1] in ("-h", "--help"):
+        sys.exit("usage: python -m miraikakaku.calendars CALENDAR YYYY-MM-DD (XNYS 2013-11-29)")
     cal = get_calendar(sys.argv[1])
     d = dt.date.fromisoformat(sys.argv[2])
-    print(cal.session_close(d), cal.is_session(d), cal.next_session(d), cal.session_bounds(d),
-          cal.is_half_day(d), cal.minutes_in_session(d))
+    close, flags = cal.session_close(d)
+    bounds = cal.session_bounds(d)
+    print(f"{cal.name} {d}: session={cal.is_session(d)} half_day={cal.is_half_day(d)} "
+          f"minutes={cal.minutes_in_session(d)} next_session={cal.next_session(d)}")
+    if bounds is not None:
+        print("  " + ", ".join(f"{k}={v:%Y-%m-%d %H:%M} UTC" if v is not None else f"{k}=-"
+                               for k, v in bounds._asdict().items()))
+    print(f"  daily bar event time (session close) = {close:%Y-%m-%d %H:%M} UTC"
+          + (f", flags {', '.join(flags)}" if flags else ""))

@@ -338,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(see `miraikakaku report --help`).")
     p_serve = sub.add_parser("serve", help="Serve the API (FastAPI + uvicorn).")
     p_serve.add_argument("--host", default=None, help="Default: MIRAIKAKAKU_API_HOST or 127.0.0.1.")
-    p_serve.add_argument("--port", type=int, default=None, help="Default: 8000.")
+    p_serve.add_argument("--port", type=int, default=None,
+                         help="Default: MIRAIKAKAKU_API_PORT or 8000.")
     p_demo = sub.add_parser("demo", help="Train, then run the pipeline on the real default data.")
     p_demo.add_argument("--epochs", type=int, default=3, help="Training epochs. Default: 3.")
     p_demo.add_argument("--max-examples", type=int, default=200_000,
