@@ -166,6 +166,15 @@ class InstrumentMaster:
         """The instrument with this id (case-insensitive), or None."""
         return self._by_id.get(instrument_id.strip().upper())
 
+    def of_event(self, instrument_id: str, symbol: str, on: dt.date | None = None) -> Instrument:
+        """The instrument an event names: by its id (a reused ticker's symbol names two
+        instruments), else ``resolve(symbol, on)`` (an id the master does not know).
+
+        Raises:
+            ValueError: as ``resolve``, when the id is unknown and the symbol invalid.
+        """
+        return self.get(instrument_id) or self.resolve(symbol, on)
+
     def needs_date(self, symbol: str) -> bool:
         """True when ``symbol`` names different instruments on different dates (a reused
         ticker): only then does ``resolve`` need the row's date."""

@@ -266,8 +266,9 @@ def build_examples(paths: Iterable[str | Path], source_priority: Sequence[str],
     done = 0
     for iid in sorted(groups):
         events = sorted(groups.pop(iid), key=sort_key)
-        for row in sequence_examples(events, master.resolve(events[0].symbol).calendar,
-                                     source_priority, window, stats):
+        first = events[0]
+        cal = master.of_event(first.instrument_id, first.symbol, first.session_date).calendar
+        for row in sequence_examples(events, cal, source_priority, window, stats):
             xs.append(row.window)
             ys.append(row.label)
             as_of.append(row.as_of_date)

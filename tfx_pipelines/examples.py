@@ -145,7 +145,8 @@ class _SequenceInstrumentFn(beam.DoFn):
             seen.add(e.event_id)
             unique.append(e)
         stats: collections.Counter = collections.Counter()
-        cal = self._master.resolve(unique[0].symbol).calendar
+        first = unique[0]
+        cal = self._master.of_event(first.instrument_id, first.symbol, first.session_date).calendar
         n = 0
         for row in sequence_examples(unique, cal, self._priority, self._window, stats):
             n += 1

@@ -151,8 +151,7 @@ class _AggregateTradesFn(beam.DoFn):
         self._master = load_master(self._default_mic)
 
     def _calendar(self, trade: PriceEvent):
-        # by id: a reused ticker's symbol names two instruments (miraikakaku.instruments)
-        inst = self._master.get(trade.instrument_id) or self._master.resolve(trade.symbol)
+        inst = self._master.of_event(trade.instrument_id, trade.symbol, trade.session_date)
         return get_calendar(inst.calendar)
 
     def process(self, element: tuple[str, PriceEvent], state=beam.DoFn.StateParam(STATE),

@@ -153,8 +153,7 @@ class _FreshnessFn(beam.DoFn):
             self._behind.inc()  # out of order: the newest event time already counts
             return
         if w is None:
-            # by id: a reused ticker's symbol names two instruments (miraikakaku.instruments)
-            inst = self._master.get(event.instrument_id) or self._master.resolve(event.symbol)
+            inst = self._master.of_event(event.instrument_id, event.symbol, event.session_date)
             w = _Watch(event.event_time, event.instrument_id, event.symbol, inst.calendar)
         w.last = event.event_time
         w.live = self._max_age is None or \

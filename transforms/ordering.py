@@ -204,8 +204,7 @@ class _SequencingFn(beam.DoFn):
 
     def _instrument(self, event: PriceEvent):
         """The event's instrument by its id (a reused ticker's symbol names two), else by rule."""
-        return self._master.get(event.instrument_id) or self._master.resolve(
-            event.symbol, event.session_date)
+        return self._master.of_event(event.instrument_id, event.symbol, event.session_date)
 
     def _warm_start(self, seq: InstrumentSequencer, first: PriceEvent) -> None:
         """Replay the instrument's recent daily bars from the serving store into ``seq``."""
