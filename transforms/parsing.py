@@ -278,7 +278,7 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
         tz = get_calendar(inst.calendar).tz
         day = start.astimezone(tz).date()
     if adj is None and not is_trade:  # raw prices without an adjusted close: actions' factors
-        factor = raw_price_factor(source, _text(fields["symbol"]), day)
+        factor = raw_price_factor(source, symbol, day)
         if factor is not None:
             adj = c * factor  # type: ignore[operator]
     if not inst.known:
