@@ -129,6 +129,10 @@ class PriceEvent:
         adj_close: adjusted close in ``currency``, or None when the source has none.
         currency: ISO 4217 quote currency (``USD``, ``JPY``).
         flags: quality flags (suspicious but stored), e.g. ``ohlc_inconsistent``.
+        provenance: where the record was read, as ``DeadLetter.position`` (``line:12``,
+            ``row:12``, ``message:<id>``), carried to the dead letters of later steps so that
+            two identical bad rows stay two dead letters. Transport metadata: not part of the
+            wire format (``to_json``), of equality or of any store.
     """
 
     schema_version: int
@@ -148,6 +152,7 @@ class PriceEvent:
     adj_close: float | None
     currency: str
     flags: tuple[str, ...] = ()
+    provenance: str = dataclasses.field(default="", compare=False, repr=False)
 
     @property
     def feature_price(self) -> float:
@@ -163,6 +168,7 @@ class PriceEvent:
     def to_json(self) -> str:
         """Serialize to the JSON wire format (dates ISO 8601, times with ``+00:00``)."""
         d = dataclasses.asdict(self)
+        del d["provenance"]
         d["session_date"] = self.session_date.isoformat()
         d["event_time"] = self.event_time.isoformat()
         d["flags"] = list(self.flags)
@@ -183,6 +189,7 @@ class PriceEvent:
             d["session_date"] = dt.date.fromisoformat(d["session_date"])
             d["event_time"] = utc(dt.datetime.fromisoformat(d["event_time"]))
             d["flags"] = tuple(d.get("flags", ()))
+            d.pop("provenance", None)
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad PriceEvent JSON: {e}") from e
@@ -200,6 +207,10 @@ class DeadLetter:
         payload: the raw input, as text (a CSV line, a JSON object).
         origin: where the payload came from (file name, subscription).
         event_time: the record's event time when it could be read, else None (UTC).
+        position: where in ``origin`` the record was: ``line:<n>`` (a CSV record's first
+            physical line, 1 = the header), ``row:<n>`` (a Parquet row, from 0),
+            ``message:<id>`` (a Pub/Sub message id); empty when the record has no position
+            (a model's input window).
     """
 
     step: str
@@ -208,11 +219,19 @@ class DeadLetter:
     payload: str
     origin: str
     event_time: dt.datetime | None = None
+    position: str = ""
 
     @property
     def dead_letter_id(self) -> str:
-        """Deterministic id (sha1 of step, origin and payload): a replay stores it once."""
-        h = hashlib.sha1(f"{self.step}\x1f{self.origin}\x1f{self.payload}".encode())
+        """Deterministic id: sha1 of step, origin, position and payload.
+
+        Two identical bad lines of one file are two dead letters (their positions differ); a
+        replay of the same file, or a redelivery of the same message, stores each once.
+        """
+        key = f"{self.step}\x1f{self.origin}\x1f{self.payload}"
+        if self.position:
+            key += f"\x1f{self.position}"
+        h = hashlib.sha1(key.encode("utf-8", errors="surrogatepass"))
         return h.hexdigest()
 
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         notify_poll_seconds: how often the notifier polls the outbox and reloads rules.
         freshness_minutes: minutes of open exchange time without an event after which a
             streaming run raises a ``stale_feed`` system alert for an instrument (> 0).
+        future_tolerance_daily_hours: how far a daily bar's event time (its session close)
+            may lie beyond now before it is dead-lettered ``future_timestamp`` (hours, ≥ 0).
+        future_tolerance_intraday_seconds: the same for intraday bars and trades (seconds).
     """
 
     model_config = SettingsConfigDict(env_prefix="MIRAIKAKAKU_", env_file=".env", extra="ignore",
@@ -87,6 +90,8 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = 1.0
     notify_poll_seconds: float = 1.0
     freshness_minutes: float = Field(15.0, gt=0)
+    future_tolerance_daily_hours: float = Field(24.0, ge=0)
+    future_tolerance_intraday_seconds: float = Field(300.0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

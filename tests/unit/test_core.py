@@ -34,8 +34,12 @@ def test_price_event_fields_are_the_locked_schema():
     names = [f.name for f in dataclasses.fields(PriceEvent)]
     assert names == ["schema_version", "event_id", "instrument_id", "symbol", "source",
                      "sequence", "interval", "session_date", "event_time", "open", "high",
-                     "low", "close", "volume", "adj_close", "currency", "flags"]
+                     "low", "close", "volume", "adj_close", "currency", "flags", "provenance"]
     assert SCHEMA_VERSION == 1
+    # provenance is transport metadata: not on the wire, not in equality
+    e = _event()
+    tagged = dataclasses.replace(e, provenance="line:7")
+    assert tagged == e and tagged.to_json() == e.to_json()
 
 
 def test_price_event_json_round_trip_keeps_utc():
@@ -68,6 +72,15 @@ def test_dead_letter_id_is_deterministic_and_payload_sensitive():
     b = DeadLetter("ParseEvents", "bad_number", "other detail", "A,2013-02-08,x", "f.csv")
     c = DeadLetter("ParseEvents", "bad_number", "x", "A,2013-02-08,y", "f.csv")
     assert a.dead_letter_id == b.dead_letter_id != c.dead_letter_id
+
+
+def test_dead_letter_id_includes_the_position_so_identical_bad_rows_stay_two():
+    first = DeadLetter("ParseEvents", "bad_number", "x", "A,2013-02-08,x", "f.csv",
+                       position="line:2")
+    second = dataclasses.replace(first, position="line:3")
+    again = dataclasses.replace(first, detail="a replay")
+    assert first.dead_letter_id != second.dead_letter_id
+    assert first.dead_letter_id == again.dead_letter_id
 
 
 def test_row_keys_sort_by_instrument_then_time():
