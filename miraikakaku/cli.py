@@ -174,17 +174,33 @@ def _cmd_run(argv: Sequence[str]) -> int:
     if isinstance(summary, StreamingRun):
         return _wait_streaming(summary)
     _print_summary(summary)
+    if summary.events_read and not summary.bars_stored:
+        print(f"miraikakaku run: none of the {summary.events_read:,} rows read was stored "
+              "(see the dead letters above)", file=sys.stderr)
+        return 1
     return 0 if summary.reconciled else 1
 
 
-def _wait_streaming(handle) -> int:
-    """Show the stream's counters every 10 s until Ctrl-C, then stop it and print the summary."""
+def _wait_streaming(handle, interval_seconds: float = 10.0) -> int:
+    """Show the stream's counters every ``interval_seconds`` until Ctrl-C, then stop it and
+    print the summary (exit 0). A pipeline that fails or ends by itself is not restarted:
+    the error and the last counters are printed and the exit code is 1."""
     import time
 
     print("streaming: reading", handle.resolved.subscription, "- Ctrl-C stops")
     try:
+        last = time.monotonic()
         while True:
-            time.sleep(10)
+            time.sleep(0.5)
+            failure = handle.failure()
+            if failure is not None:
+                print(f"miraikakaku run: the stream failed and was not restarted: {failure}",
+                      file=sys.stderr, flush=True)
+                _print_summary(handle.summary())
+                return 1
+            if time.monotonic() - last < interval_seconds:
+                continue
+            last = time.monotonic()
             s = handle.summary()
             print(f"  read {s.events_read:,} · stored {s.bars_stored:,} · dead letters "
                   f"{s.parse_dead_letters + s.validation_dead_letters:,} · duplicates "

@@ -160,7 +160,10 @@ def parse_number(raw: Any, name: str) -> float:
     if isinstance(raw, bool):
         raise FieldError("bad_number", f"field {name!r} is a boolean: {raw!r}")
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise FieldError("out_of_range", f"field {name!r} is beyond the float range") from None
     elif isinstance(raw, str):
         text = raw.strip(_ASCII_BLANK)
         if not NUMBER_RE.fullmatch(text):
@@ -334,7 +337,10 @@ def _json_number(value: Any, name: str, *, optional: bool = False) -> float | No
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldError("bad_number", f"field {name!r} is not a JSON number: {preview(value)}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise FieldError("out_of_range", f"field {name!r} is beyond the float range") from None
 
 
 def check_event(event: Any, limits: EventLimits | None = None,

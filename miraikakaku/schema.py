@@ -129,10 +129,10 @@ class PriceEvent:
         adj_close: adjusted close in ``currency``, or None when the source has none.
         currency: ISO 4217 quote currency (``USD``, ``JPY``).
         flags: quality flags (suspicious but stored), e.g. ``ohlc_inconsistent``.
-        provenance: where the record was read, as ``DeadLetter.position`` (``line:12``,
-            ``row:12``, ``message:<id>``), carried to the dead letters of later steps so that
-            two identical bad rows stay two dead letters. Transport metadata: not part of the
-            wire format (``to_json``), of equality or of any store.
+        provenance: where the record was read: ``(origin, position)`` as in ``DeadLetter``
+            (``("prices.csv", "line:12")``, ``(subscription, "message:<id>")``), carried to
+            the dead letters of later steps so that two identical bad rows stay two. Transport
+            metadata: not part of the wire format (``to_json``), of equality or of any store.
     """
 
     schema_version: int
@@ -152,7 +152,7 @@ class PriceEvent:
     adj_close: float | None
     currency: str
     flags: tuple[str, ...] = ()
-    provenance: str = dataclasses.field(default="", compare=False, repr=False)
+    provenance: tuple[str, str] = dataclasses.field(default=("", ""), compare=False, repr=False)
 
     @property
     def feature_price(self) -> float:
@@ -179,16 +179,27 @@ class PriceEvent:
         """Parse the JSON wire format written by ``to_json``.
 
         Raises:
-            ValueError: on malformed JSON, a missing field or a schema version this code
-                does not know.
+            ValueError: on malformed JSON, a missing or unknown field or a schema version this
+                code does not know; ``miraikakaku.grammar.FieldError`` (a ValueError) for a
+                date or time outside the grammar. Field values are checked by
+                ``grammar.check_event``.
         """
-        d: dict[str, Any] = json.loads(text)
+        from miraikakaku import grammar
+
+        d: Any = json.loads(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"bad PriceEvent JSON: a {type(d).__name__}, not an object")
         if d.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unsupported schema_version {d.get('schema_version')!r}")
         try:
-            d["session_date"] = dt.date.fromisoformat(d["session_date"])
-            d["event_time"] = utc(dt.datetime.fromisoformat(d["event_time"]))
-            d["flags"] = tuple(d.get("flags", ()))
+            # the grammar's parsers, not date.fromisoformat (which marshmallow, imported by
+            # great-expectations, patches to accept more than ISO dates)
+            d["session_date"] = grammar.parse_date(d["session_date"])
+            d["event_time"] = grammar.parse_timestamp(d["event_time"])
+            flags = d.get("flags", ())
+            if not isinstance(flags, list):
+                raise TypeError("flags must be a list")
+            d["flags"] = tuple(flags)
             d.pop("provenance", None)
             return cls(**d)
         except (KeyError, TypeError) as e:
@@ -220,6 +231,15 @@ class DeadLetter:
     origin: str
     event_time: dt.datetime | None = None
     position: str = ""
+
+    @classmethod
+    def of_event(cls, step: str, reason: str, detail: str, event: PriceEvent) -> DeadLetter:
+        """The dead letter of a parsed event that a later step blocks: the event's JSON as
+        the payload, where it was read (``PriceEvent.provenance``; the source when unknown)
+        as origin and position."""
+        origin, position = event.provenance
+        return cls(step, reason, detail, event.to_json(), origin or event.source,
+                   event.event_time, position)
 
     @property
     def dead_letter_id(self) -> str:

@@ -49,6 +49,7 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.direct.direct_runner import DirectPipelineResult
 from apache_beam.transforms.window import TimestampedValue
 
+from miraikakaku.grammar import EventLimits
 from miraikakaku.settings import Settings, get_settings
 from stores.spec import StoreSpec
 from transforms import progress
@@ -290,6 +291,7 @@ class _Resolved:
     validation_batch_size: int = 20000
     quality_window_seconds: int = 28 * 24 * 3600
     run_id: str = "local"
+    limits: object | None = None  # miraikakaku.grammar.EventLimits (None: the settings')
 
     @property
     def store_path(self) -> str:
@@ -373,7 +375,8 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
                      prices_topic=po.prices_topic, predictions_topic=po.predictions_topic,
                      analytics_dir=analytics_dir or None, validation=validation,
                      validation_batch_size=po.validation_batch_size,
-                     quality_window_seconds=quality_window, run_id=run_id)
+                     quality_window_seconds=quality_window, run_id=run_id,
+                     limits=EventLimits.from_settings(settings))
 
 
 def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
@@ -426,17 +429,26 @@ def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streami
 
 
 def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
-    """The edge that reads: price files (bounded) or a Pub/Sub subscription (unbounded)."""
+    """The edge that reads: price files (bounded) or a Pub/Sub subscription (unbounded).
+
+    The Pub/Sub read takes no ``timestamp_attribute``: Beam parses that attribute inside the
+    reader, before any DoFn, so one message with an unparseable ``event_time`` attribute failed
+    the reader on every restart and nothing behind it was ever processed (a poison pill). The
+    parser checks the attribute against the payload instead (``bad_attribute``,
+    ``attribute_mismatch`` dead letters) and ``AddEventTimestamps`` stamps each event with its
+    payload's event time.
+    """
     if r.subscription is None:
-        raw = p | "ReadPrices" >> ReadPriceFiles(r.specs)
-        return raw | "ParseEvents" >> ParseEvents({s.origin: s for s in r.specs}, default_mic)
+        raw = p | "ReadPrices" >> ReadPriceFiles(r.specs, reshuffle=not _is_direct(p))
+        return raw | "ParseEvents" >> ParseEvents({s.origin: s for s in r.specs}, default_mic,
+                                                  r.limits)
     from apache_beam.io.gcp.pubsub import ReadFromPubSub
 
     from transforms.messages import ParseMessages
 
     messages = p | "ReadPrices" >> ReadFromPubSub(
-        subscription=r.subscription, with_attributes=True, timestamp_attribute="event_time")
-    return messages | "ParseEvents" >> ParseMessages(r.subscription)
+        subscription=r.subscription, with_attributes=True)
+    return messages | "ParseEvents" >> ParseMessages(r.subscription, r.limits)
 
 
 def _validate(events, r: _Resolved, allowed_lateness_seconds: float):
@@ -721,6 +733,38 @@ class StreamingRun:
     result: object
     resolved: _Resolved
     started: float
+    _error: BaseException | None = dataclasses.field(default=None, init=False, repr=False)
+    _ended: threading.Event = dataclasses.field(default_factory=threading.Event, init=False,
+                                                repr=False)
+
+    def __post_init__(self) -> None:
+        # the DirectRunner runs the stream in its own threads and reports a failure only to
+        # wait_until_finish(), which blocks: a watcher thread waits on it for us
+        if isinstance(self.result, DirectPipelineResult):
+            threading.Thread(target=self._watch, name="stream-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            self.result.wait_until_finish()  # type: ignore[attr-defined]
+        except BaseException as e:  # noqa: BLE001 - reported by failure()
+            self._error = e
+        finally:
+            self._ended.set()
+
+    def failure(self) -> str | None:
+        """Why the pipeline stopped (the error, or its terminal state), or None while it runs.
+
+        A cancelled run (``cancel()``) is not a failure.
+        """
+        if isinstance(self.result, DirectPipelineResult):
+            if not self._ended.is_set() or self.result.state == "CANCELLED":
+                return None
+            return f"{type(self._error).__name__}: {self._error}" if self._error is not None \
+                else f"the pipeline ended ({self.result.state})"
+        state = str(getattr(self.result, "state", "RUNNING"))
+        if state.rsplit(".", 1)[-1] in ("FAILED", "DONE", "DRAINED", "STOPPED", "UPDATED"):
+            return f"the pipeline ended ({state})"
+        return None
 
     def _counts(self) -> dict[tuple[str, str], int]:
         # The DirectRunner's metrics for unbounded pipelines stop after the first bundle; its

@@ -305,8 +305,7 @@ class _ValidateBatchFn(beam.DoFn):
                 self._blocked.inc()
                 self._count(event.instrument_id, "blocked")
                 yield beam.pvalue.TaggedOutput(self.DEAD_LETTER, beam_window.TimestampedValue(
-                    DeadLetter(STEP, "bad_number", bad, event.to_json(), event.source,
-                               event.event_time), ts))
+                    DeadLetter.of_event(STEP, "bad_number", bad, event), ts))
                 continue
             clean.append((event, ts, fixed))
         if not clean:
@@ -355,8 +354,7 @@ class _ValidateBatchFn(beam.DoFn):
                 self._blocked.inc()
                 detail = _describe([r for n in blocks for r in self._by_name[n]], event)
                 yield beam.pvalue.TaggedOutput(self.DEAD_LETTER, beam_window.TimestampedValue(
-                    DeadLetter(STEP, blocks[0], detail, event.to_json(), event.source,
-                               event.event_time), ts))
+                    DeadLetter.of_event(STEP, blocks[0], detail, event), ts))
                 continue
             new = tuple(n for n in self._rule_names
                         if n in failed_names and n not in event.flags)

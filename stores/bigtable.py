@@ -148,7 +148,7 @@ _PRED_FIELDS = ("source", "as_of_date", "as_of_time", "target_date", "base_price
                 "predicted_log_return", "predicted_price")
 _ALERT_FIELDS = ("alert_id", "rule_id", "kind", "instrument_id", "event_time", "session_date",
                  "value", "threshold", "message")
-_DL_FIELDS = ("step", "reason", "detail", "payload", "origin", "event_time")
+_DL_FIELDS = ("step", "reason", "detail", "payload", "origin", "event_time", "position")
 _REF_FIELDS = ("symbol", "mic", "calendar", "currency", "timezone", "kind", "name", "known")
 _ALIAS_PREFIX = "~alias#"
 _BAR_INTERVALS = ("1d", "1h", "1m", "1s", "tick")  # every interval ``rowkeys.event_key`` keys
@@ -202,8 +202,10 @@ def _part(text: str) -> str:
     return text.replace("%", "%25").replace("#", "%23")
 
 
-def _check_name(kind: str, name: str) -> None:
-    if not name or ":" in name:
+def _check_name(kind: str, name: str, *, allow_colon: bool = False) -> None:
+    """A qualifier prefix must be non-empty; a source may hold ':' (its qualifiers are read by
+    their last ':', the field names never hold one), a model name or version may not."""
+    if not name or (":" in name and not allow_colon):
         raise ValueError(f"{kind} {name!r} cannot be a column-qualifier prefix (empty or ':')")
 
 
@@ -254,7 +256,7 @@ def _set(row, family: str, qualifier: str, value: Any, ts: dt.datetime) -> None:
 
 
 def _bar_rows(e: PriceEvent) -> list:
-    _check_name("source", e.source)
+    _check_name("source", e.source, allow_colon=True)
     key = rowkeys.event_key(e)
     ts = cell_timestamp(e.event_time)
     row = _row(key)
@@ -289,7 +291,7 @@ def _latest_row(events: Iterable[PriceEvent]):
 
 
 def _flag_row(f: BarFlag):
-    _check_name("source", f.source)
+    _check_name("source", f.source, allow_colon=True)
     row = _row(f.row_key)
     _set(row, "flag", f"{f.source}:{f.flag}", f.detail, cell_timestamp(_key_time(f.row_key)))
     return row
@@ -430,7 +432,8 @@ def _by_prefix(cells: dict[str, bytes], nparts: int = 2) -> dict[str, dict[str, 
     """Split ``{prefix}:{field}`` qualifiers into ``{prefix: {field: value}}``."""
     out: dict[str, dict[str, bytes]] = {}
     for qualifier, value in cells.items():
-        parts = qualifier.rsplit(":", nparts - 1) if nparts > 2 else qualifier.split(":", 1)
+        # the field is the last part and never holds ':'; a source name may (``grammar``)
+        parts = qualifier.rsplit(":", nparts - 1)
         if len(parts) != nparts:
             continue
         prefix = ":".join(parts[:-1])
@@ -444,7 +447,7 @@ def _bar_rows_of(row, source: str | None) -> list[BarRow]:
     bars = _by_prefix(_newest(row, "bar"))
     flags: dict[str, list[str]] = {}
     for qualifier in _newest(row, "flag"):
-        src, flag = qualifier.split(":", 1)
+        src, flag = qualifier.rsplit(":", 1)
         flags.setdefault(src, []).append(flag)
     out = []
     for src in sorted(bars):
@@ -487,7 +490,8 @@ def _alert_of(row) -> AlertEvent:
 def _dead_letter_of(row) -> DeadLetter:
     d = _newest(row, "dl")
     return DeadLetter(_text(d.get("step")), _text(d.get("reason")), _text(d.get("detail")),
-                      _text(d.get("payload")), _text(d.get("origin")), _time(d.get("event_time")))
+                      _text(d.get("payload")), _text(d.get("origin")), _time(d.get("event_time")),
+                      _text(d.get("position")))
 
 
 def _instrument_of(row) -> Instrument:

@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
   dead_letter_id TEXT PRIMARY KEY, step TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
-  payload TEXT NOT NULL, origin TEXT NOT NULL, event_time TEXT, created_at TEXT NOT NULL);
+  payload TEXT NOT NULL, origin TEXT NOT NULL, event_time TEXT, created_at TEXT NOT NULL,
+  position TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason);
 """
 
@@ -147,6 +148,10 @@ class SqliteServingStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as conn:
                 conn.executescript(_DDL)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(dead_letters)")}
+                if "position" not in columns:  # a store written before dead-letter positions
+                    conn.execute("ALTER TABLE dead_letters ADD COLUMN position TEXT NOT NULL "
+                                 "DEFAULT ''")
                 conn.execute("INSERT OR IGNORE INTO store_meta VALUES ('schema_version', ?)",
                              (str(STORE_SCHEMA_VERSION),))
         version = self._conn().execute(
@@ -214,7 +219,7 @@ class SqliteServingStore:
                 self._to_outbox(outbox, r, now)
             elif isinstance(r, DeadLetter):
                 dls.append((r.dead_letter_id, r.step, r.reason, r.detail, r.payload, r.origin,
-                            _ts(r.event_time) if r.event_time else None, now))
+                            _ts(r.event_time) if r.event_time else None, now, r.position))
             elif isinstance(r, Instrument):
                 instruments.append((r.instrument_id, r.symbol, r.mic, r.calendar, r.currency,
                                     r.timezone, r.kind, r.name, int(r.known)))
@@ -242,7 +247,10 @@ class SqliteServingStore:
                              preds)
             conn.executemany("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?)", alerts)
             conn.executemany("INSERT OR IGNORE INTO outbox VALUES (?,?,?,?)", outbox)
-            conn.executemany("INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?,?,?,?)", dls)
+            conn.executemany(
+                "INSERT OR REPLACE INTO dead_letters (dead_letter_id, step, reason, detail, "
+                "payload, origin, event_time, created_at, position) VALUES (?,?,?,?,?,?,?,?,?)",
+                dls)
             conn.executemany(_PERFORMANCE_UPSERT, performance)
         return n
 
@@ -377,14 +385,15 @@ class SqliteServingStore:
 
     def get_dead_letters(self, *, reason: str | None = None,
                          limit: int = 1_000) -> list[DeadLetter]:
-        sql = "SELECT step, reason, detail, payload, origin, event_time FROM dead_letters"
+        sql = ("SELECT step, reason, detail, payload, origin, event_time, position "
+               "FROM dead_letters")
         params: list[object] = []
         if reason is not None:
             sql += " WHERE reason = ?"
             params.append(reason)
         sql += " ORDER BY created_at, dead_letter_id LIMIT ?"
         params.append(limit)
-        return [DeadLetter(*r[:5], _parse_ts(r[5]) if r[5] else None)
+        return [DeadLetter(*r[:5], _parse_ts(r[5]) if r[5] else None, r[6])
                 for r in self._conn().execute(sql, params)]
 
     def ping(self) -> bool:

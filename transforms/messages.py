@@ -10,22 +10,30 @@ The dead-letter rate is ``ParseEvents/parse_errors`` (plus ``WriteToServingStore
 over ``ParseEvents/events_read``; alert thresholds on these belong in Cloud Monitoring.
 
 The message data is the ``PriceEvent.to_json()`` wire format the collector publishes; the
-attributes (``symbol``, ``event_time``, ``event_id``) are checked against it. Dead-letter reasons:
+attributes (``CHECKED_ATTRIBUTES``: ``event_id``, ``symbol``, ``instrument_id``, ``interval``,
+``source``, ``event_time``, ``schema_version``) are checked against it, and the payload's fields
+follow the same grammar as a file's (``miraikakaku.grammar``). Dead-letter reasons:
 ``bad_encoding`` (not UTF-8), ``bad_json`` (not a PriceEvent: malformed JSON, missing fields, an
-unknown schema version), ``attribute_mismatch`` (an attribute contradicts the payload). The dead
-letter keeps the raw data and the attributes, so ``miraikakaku deadletters replay`` can redrive a
-fixed message with its original attributes.
+unknown schema version), the grammar's reasons (``bad_number`` for NaN, Infinity or a string
+price, ``bad_sequence``, ``future_timestamp``, ...), ``bad_attribute`` and
+``attribute_mismatch`` (an attribute contradicts the payload), ``unparseable`` (anything else).
+The dead letter keeps the raw data and the attributes, so ``miraikakaku deadletters replay`` can
+redrive a fixed message with its original attributes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from miraikakaku.schema import DeadLetter, PriceEvent
+from miraikakaku import grammar
+from miraikakaku.grammar import EventLimits, FieldError
+from miraikakaku.schema import SCHEMA_VERSION, DeadLetter, PriceEvent
 from transforms import progress
 from transforms.parsing import ParseResult
 
@@ -40,34 +48,70 @@ def message_payload(data: bytes, attributes: dict[str, str]) -> str:
                        "attributes": dict(attributes)}, sort_keys=True)
 
 
-def parse_message(data: bytes, attributes: dict[str, str]) -> PriceEvent:
-    """Parse one message.
+CHECKED_ATTRIBUTES = ("event_id", "symbol", "instrument_id", "interval", "source", "event_time",
+                      "schema_version")
+"""The attributes the collector sets (``collector.publisher.build_message``), each compared with
+the payload when present; others are kept on dead letters but not judged."""
+
+
+def parse_message(data: bytes, attributes: dict[str, str], limits: EventLimits | None = None,
+                  now: dt.datetime | None = None) -> PriceEvent:
+    """Parse one message: the same field grammar as the file parser (``miraikakaku.grammar``),
+    then every attribute in ``CHECKED_ATTRIBUTES`` against the payload.
+
+    ``event_time`` agrees when it is the payload's event time to the millisecond (the
+    collector writes RFC 3339 with milliseconds); ``source`` when it names the same canonical
+    source; the others when equal as text.
 
     Raises:
-        ValueError: with the dead-letter reason as its first argument and a detail second.
+        ValueError: with the dead-letter reason as its first argument and a detail second:
+            ``bad_encoding``, ``bad_json``, a grammar reason (``bad_number``,
+            ``out_of_range``, ``bad_sequence``, ``bad_symbol``, ``bad_source``,
+            ``bad_timestamp``, ``before_floor``, ``future_timestamp``, ...), ``bad_attribute``
+            (an ``event_time`` attribute that is not a time) or ``attribute_mismatch``.
     """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError("bad_encoding", str(e)) from None
     try:
-        event = PriceEvent.from_json(text)
+        event = grammar.check_event(PriceEvent.from_json(text), limits, now)
+    except FieldError as e:
+        raise ValueError(e.reason, e.detail) from None
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise ValueError("bad_json", str(e)[:300]) from None
-    if not isinstance(event.open, (int, float)) or isinstance(event.open, bool):
-        raise ValueError("bad_json", "prices must be numbers")
-    for key, value in (("event_id", event.event_id), ("symbol", event.symbol)):
-        if key in attributes and attributes[key] != value:
+    for key in CHECKED_ATTRIBUTES:
+        if key not in attributes:
+            continue
+        given = attributes[key]
+        if key == "event_time":
+            try:
+                when = grammar.parse_timestamp(given)
+            except FieldError as e:
+                raise ValueError("bad_attribute", f"attribute event_time: {e.detail}") from None
+            agrees = abs((when - event.event_time).total_seconds()) < 0.001
+            value: object = event.event_time.isoformat()
+        elif key == "source":
+            value = event.source
+            agrees = isinstance(given, str) and given.strip(" \t").lower() == value
+        elif key == "schema_version":
+            value = SCHEMA_VERSION
+            agrees = given == str(SCHEMA_VERSION)
+        else:
+            value = getattr(event, key)
+            agrees = given == value
+        if not agrees:
             raise ValueError("attribute_mismatch",
-                             f"attribute {key}={attributes[key]!r} but payload has {value!r}")
+                             f"attribute {key}={grammar.preview(given)} but payload has {value!r}")
     return event
 
 
 class _ParseMessageFn(beam.DoFn):
     DEAD_LETTER = "dead_letter"
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, limits: EventLimits) -> None:
         self._origin = origin
+        self._limits = limits
         self._read = progress.counter("ParseEvents", "events_read")
         self._bad = progress.counter("ParseEvents", "parse_errors")
 
@@ -91,31 +135,52 @@ class _ParseMessageFn(beam.DoFn):
     def process(self, message):
         self._read.inc()
         progress.tick("read")
-        attributes = dict(message.attributes or {})
+        data = message.data if isinstance(message.data, bytes) else b""
+        attributes: dict[str, str] = {}
+        position = ""
         try:
-            event = parse_message(message.data, attributes)
+            attributes = {str(k): str(v) for k, v in dict(message.attributes or {}).items()}
+            position = f"message:{message.message_id}" if getattr(
+                message, "message_id", None) else ""
+            event = parse_message(data, attributes, self._limits)
             self._observe(event)
-            yield event
         except ValueError as e:
-            self._bad.inc()
             reason, detail = (e.args + ("",))[:2]
-            yield beam.pvalue.TaggedOutput(self.DEAD_LETTER, DeadLetter(
-                STEP, str(reason), str(detail), message_payload(message.data, attributes),
-                self._origin))
+            yield self._dead_letter(str(reason), str(detail), data, attributes, position)
+            return
+        except Exception as e:  # noqa: BLE001 - one message must never stop the stream
+            yield self._dead_letter("unparseable", f"{type(e).__name__}: {str(e)[:200]}",
+                                    data, attributes, position)
+            return
+        yield dataclasses.replace(event, provenance=(self._origin, position)) if position \
+            else event
+
+    def _dead_letter(self, reason: str, detail: str, data: bytes, attributes: dict[str, str],
+                     position: str):
+        self._bad.inc()
+        return beam.pvalue.TaggedOutput(self.DEAD_LETTER, DeadLetter(
+            STEP, reason, detail, message_payload(data, attributes), self._origin,
+            position=position))
 
 
 class ParseMessages(beam.PTransform):
     """``PCollection[PubsubMessage]`` → ``ParseResult(events, dead_letters)``.
 
+    Never fails on a message: whatever its data or attributes, it becomes an event or a dead
+    letter (an unexpected error: reason ``unparseable``).
+
     Args:
         origin: where the messages come from (the subscription path), kept on dead letters.
+        limits: time bounds (``EventLimits``); default: from the settings.
     """
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, limits: EventLimits | None = None) -> None:
         super().__init__()
         self._origin = origin
+        self._limits = limits or EventLimits.from_settings()
 
     def expand(self, messages) -> ParseResult:
-        out = messages | "Parse" >> beam.ParDo(_ParseMessageFn(self._origin)).with_outputs(
-            _ParseMessageFn.DEAD_LETTER, main="events")
+        out = messages | "Parse" >> beam.ParDo(
+            _ParseMessageFn(self._origin, self._limits)).with_outputs(
+                _ParseMessageFn.DEAD_LETTER, main="events")
         return ParseResult(out.events, out[_ParseMessageFn.DEAD_LETTER])

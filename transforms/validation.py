@@ -89,8 +89,7 @@ class _ValidateEventFn(beam.DoFn):
             self._blocked.inc()
             yield beam.pvalue.TaggedOutput(
                 self.DEAD_LETTER,
-                DeadLetter(STEP, e.reason, e.detail, event.to_json(), event.source,
-                           event.event_time))
+                DeadLetter.of_event(STEP, e.reason, e.detail, event))
             return
         if out.flags:
             self._flagged.inc()

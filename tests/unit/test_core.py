@@ -38,7 +38,7 @@ def test_price_event_fields_are_the_locked_schema():
     assert SCHEMA_VERSION == 1
     # provenance is transport metadata: not on the wire, not in equality
     e = _event()
-    tagged = dataclasses.replace(e, provenance="line:7")
+    tagged = dataclasses.replace(e, provenance=("f.csv", "line:7"))
     assert tagged == e and tagged.to_json() == e.to_json()
 
 
