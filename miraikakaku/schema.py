@@ -32,6 +32,8 @@ __all__ = [
     "Prediction",
     "PREDICTION_ROLES",
     "AlertEvent",
+    "SupersededRevision",
+    "revision_key",
     "make_event_id",
     "utc",
 ]
@@ -253,6 +255,46 @@ class DeadLetter:
             key += f"\x1f{self.position}"
         h = hashlib.sha1(key.encode("utf-8", errors="surrogatepass"))
         return h.hexdigest()
+
+
+def revision_key(event: PriceEvent, origin_order: dict[str, int] | None = None
+                 ) -> tuple[int, int, str]:
+    """The order of two revisions of one event id (the correction policy, README "Block or
+    flag"): the later revision wins.
+
+    Files carry no revision number, so a file's revision is its place in the run's inputs
+    (``origin_order``: the order of ``--input``), then the record's position in the file (its
+    line or Parquet row); a Pub/Sub message's is its position text (``message:<id>``, ids
+    increase with publish order on one topic). Across runs, the later ingest wins: the stores
+    overwrite and keep the earlier revision as history.
+
+    Returns:
+        ``(origin index, position number, position text)``; ``(-1, -1, "")`` for an event
+        without provenance (it loses to any event with one).
+    """
+    origin, position = event.provenance
+    if not position:
+        return (-1, -1, "")
+    kind, _, number = position.partition(":")
+    n = int(number) if kind in ("line", "row") and number.isdigit() else -1
+    return ((origin_order or {}).get(origin, 0), n, position)
+
+
+@dataclasses.dataclass(frozen=True)
+class SupersededRevision:
+    """A revision of a bar or trade that a later revision of the same event id replaced.
+
+    Kept as history (``bar_revisions`` in the serving store) and counted as a conflicting
+    duplicate, so ``read = stored + dead-lettered + duplicates`` holds and both payloads can be
+    inspected.
+
+    Attributes:
+        event: the superseded revision (its ``provenance`` says where it was read).
+        superseded_by: where the winning revision was read (``{origin} {position}``).
+    """
+
+    event: PriceEvent
+    superseded_by: str
 
 
 PREDICTION_ROLES = ("champion", "challenger")

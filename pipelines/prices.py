@@ -484,8 +484,10 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
     """Add the price pipeline's steps to ``p`` (see the module docstring for the graph)."""
     parsed = _read(p, r, default_mic)
     valid, quality = _validate(parsed.events, r, allowed_lateness_seconds)
-    unique = valid.events | "DeduplicateEvents" >> DeduplicateEvents(
-        bounded=r.bounded, horizon_seconds=int(dedup_horizon_seconds))
+    deduplicated = valid.events | "DeduplicateEvents" >> DeduplicateEvents(
+        bounded=r.bounded, horizon_seconds=int(dedup_horizon_seconds),
+        origin_order={s.origin: i for i, s in enumerate(r.specs)})
+    unique = deduplicated.events
     timed = unique | "AddEventTimestamps" >> beam.Map(
         lambda e: TimestampedValue(e, e.event_time.timestamp()))
     daily = timed | "SelectDailyBars" >> beam.Filter(lambda e: e.interval == "1d")
@@ -540,13 +542,15 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
                 grace_seconds=TRACKING_GRACE_SECONDS)
             outputs.append(tracked.performance)
     records = tuple(outputs) | "FlattenRecords" >> beam.Flatten()
+    # the serving store also keeps superseded revisions (corrections) as history
+    stored = (records, deduplicated.revisions) | "FlattenStoreRecords" >> beam.Flatten()
     if r.store.kind == "sqlite":
-        records | "WriteToServingStore" >> WriteToServingStore(
+        stored | "WriteToServingStore" >> WriteToServingStore(
             r.store.path, r.source_priority, max_batch_size=write_batch_size)
     else:
         from transforms.sinks import WriteToBigtableStore
 
-        records | "WriteToServingStore" >> WriteToBigtableStore(r.store)
+        stored | "WriteToServingStore" >> WriteToBigtableStore(r.store)
     if r.bq_table_prefix or r.analytics_dir:
         # analytics (BigQuery, the embedded store) also get each window's last feature vector
         from transforms.features import FeatureVector

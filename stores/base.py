@@ -15,7 +15,21 @@ from typing import Protocol, runtime_checkable
 from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction
 
-__all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "ServingStore"]
+__all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "ServingStore", "NEIGHBOUR_FLAGS",
+           "EVENT_FLAGS"]
+
+NEIGHBOUR_FLAGS = frozenset({"gap", "large_move", "history_reset", "source_switch",
+                             "split_candidate"})
+"""Flags a bar gets from its neighbours in the ordered per-instrument state
+(``transforms.ordering``), written as ``BarFlag`` records. Every other flag is the bar's own."""
+
+EVENT_FLAGS = frozenset({
+    "not_a_session", "calendar_estimated", "unknown_instrument", "suspicious",  # parsing
+    "ohlc_inconsistent", "zero_volume", "extreme_range", "outside_session",  # validation
+    "time_not_increasing", "duplicate_key", "intraday_gap",
+})
+"""The flags a ``PriceEvent`` carries itself (parsing, validation, bar aggregation): a new
+revision of a bar replaces them (``tests/unit/test_corrections.py`` keeps this list complete)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,6 +153,8 @@ TABLE_SPECS: dict[str, TableSpec] = {s.name: s for s in (
         _req("currency", "STRING", "ISO 4217"),
         _f("flags", "STRING", "REPEATED", "quality flags at ingest"),
         _req("schema_version", "INTEGER"),
+        _f("ingested_at", "TIMESTAMP",
+           description="when this revision was written, UTC: the latest of an event_id wins"),
     ), "session_date", ("instrument_id", "interval", "source")),
     TableSpec("ticks", "One trade; price in currency, size in shares.", (
         _INSERT_ID, *_PRICE_COMMON,
@@ -302,7 +304,9 @@ def insert_id(record: object) -> str:
         TypeError: for a record type that has no BigQuery table.
     """
     if isinstance(record, PriceEvent):
-        return record.event_id
+        # a correction (same event id, other values) is another row, a replay the same row
+        digest = hashlib.sha1(record.to_json().encode()).hexdigest()[:16]
+        return f"{record.event_id}/{digest}"
     if isinstance(record, BarFlag):
         return f"{record.row_key}/{record.source}/{record.flag}"
     if isinstance(record, Prediction):
@@ -343,7 +347,8 @@ def _price_row(e: PriceEvent) -> tuple[str, dict[str, Any]]:
                     "event_time": _ts(e.event_time), "open": _num(e.open), "high": _num(e.high),
                     "low": _num(e.low), "close": _num(e.close), "volume": _num(e.volume),
                     "adj_close": _num(e.adj_close), "currency": e.currency,
-                    "flags": list(e.flags), "schema_version": int(e.schema_version)}
+                    "flags": list(e.flags), "schema_version": int(e.schema_version),
+                    "ingested_at": _ts(dt.datetime.now(dt.timezone.utc))}
 
 
 def _bar_date(row_key: str) -> str:

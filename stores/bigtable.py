@@ -79,7 +79,14 @@ from typing import Any
 
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
-from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
+from miraikakaku.schema import (
+    AlertEvent,
+    DeadLetter,
+    Prediction,
+    PriceEvent,
+    SupersededRevision,
+    utc,
+)
 from miraikakaku.tracking import (
     PERFORMANCE_COLUMNS,
     PERFORMANCE_TABLE,
@@ -87,7 +94,7 @@ from miraikakaku.tracking import (
     PerformanceSummary,
     summarize_performance,
 )
-from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
+from stores.base import EVENT_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = [
     "TABLES",
@@ -131,7 +138,7 @@ class MaxVersions:
 
 TABLES: dict[str, dict[str, MaxVersions]] = {
     PRICES: {"bar": MaxVersions(1), "flag": MaxVersions(1), "pred": MaxVersions(1),
-             "quote": MaxVersions(1)},
+             "quote": MaxVersions(1), "rev": MaxVersions(1)},
     INSTRUMENTS: {"ref": MaxVersions(1)},
     ALERTS: {"alert": MaxVersions(1)},
     DEAD_LETTERS: {"dl": MaxVersions(1)},
@@ -260,6 +267,10 @@ def _bar_rows(e: PriceEvent) -> list:
     key = rowkeys.event_key(e)
     ts = cell_timestamp(e.event_time)
     row = _row(key)
+    # a new revision replaces the bar's own flags (neighbour flags come as BarFlag rows)
+    stale = sorted(EVENT_FLAGS - set(e.flags))
+    if stale:
+        row.delete_cells("flag", [f"{e.source}:{flag}".encode() for flag in stale])
     values = {"open": e.open, "high": e.high, "low": e.low, "close": e.close,
               "volume": e.volume, "adj_close": e.adj_close, "currency": e.currency,
               "event_id": e.event_id, "event_time": e.event_time,
@@ -287,6 +298,23 @@ def _latest_row(events: Iterable[PriceEvent]):
     row = _row(rowkeys.latest_key(events[0].instrument_id))
     for e in events:
         _quote_cells(row, e)
+    return row
+
+
+def _revision_row(r: SupersededRevision):
+    """A superseded revision, kept in its bar's row: family ``rev``, qualifier
+    ``{source}:{sha1 of the payload}``, value the revision's JSON and where it was read."""
+    import hashlib
+    import json
+
+    e = r.event
+    _check_name("source", e.source, allow_colon=True)
+    row = _row(rowkeys.event_key(e))
+    payload = e.to_json()
+    digest = hashlib.sha1(payload.encode()).hexdigest()
+    body = json.dumps({"payload": payload, "origin": e.provenance[0],
+                       "position": e.provenance[1], "superseded_by": r.superseded_by})
+    _set(row, "rev", f"{e.source}:{digest}", body, cell_timestamp(e.event_time))
     return row
 
 
@@ -415,6 +443,8 @@ def to_direct_rows(record: object, table_resolver: Callable[[str], str] | None =
         return [(resolve(ALERTS), _alert_row(record))]
     if isinstance(record, DeadLetter):
         return [(resolve(DEAD_LETTERS), _dead_letter_row(record))]
+    if isinstance(record, SupersededRevision):
+        return [(resolve(PRICES), _revision_row(record))]
     if isinstance(record, Instrument):
         return [(resolve(INSTRUMENTS), r) for r in _instrument_rows(record)]
     if isinstance(record, ModelPerformance):

@@ -24,7 +24,14 @@ from pathlib import Path
 
 from miraikakaku import rowkeys
 from miraikakaku.instruments import Instrument
-from miraikakaku.schema import AlertEvent, DeadLetter, Prediction, PriceEvent, utc
+from miraikakaku.schema import (
+    AlertEvent,
+    DeadLetter,
+    Prediction,
+    PriceEvent,
+    SupersededRevision,
+    utc,
+)
 from miraikakaku.tracking import (
     PERFORMANCE_COLUMNS,
     PERFORMANCE_KEY,
@@ -34,7 +41,7 @@ from miraikakaku.tracking import (
     summary_from_sums,
 )
 from notifier.events import TOPIC_ALERTS, TOPICS, encode_event, event_id_of, message_id
-from stores.base import BarFlag, BarRow, PredictionRow, QuoteRow
+from stores.base import NEIGHBOUR_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
 
@@ -80,10 +87,26 @@ CREATE TABLE IF NOT EXISTS dead_letters (
   payload TEXT NOT NULL, origin TEXT NOT NULL, event_time TEXT, created_at TEXT NOT NULL,
   position TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason);
+CREATE TABLE IF NOT EXISTS bar_revisions (
+  row_key TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, payload TEXT NOT NULL,
+  origin TEXT NOT NULL, position TEXT NOT NULL, superseded_by TEXT NOT NULL,
+  recorded_at TEXT NOT NULL, PRIMARY KEY (row_key, source, payload));
 """
 
 _TABLES = ("instruments", "bars", "bar_flags", "quotes", "predictions", "alerts", "outbox",
-           "dead_letters")
+           "dead_letters", "bar_revisions")
+
+_KEEP_SUPERSEDED = (
+    "INSERT OR IGNORE INTO bar_revisions SELECT row_key, source, event_id, "
+    "json_object('open', open, 'high', high, 'low', low, 'close', close, 'volume', volume, "
+    "'adj_close', adj_close, 'event_time', event_time, 'currency', currency), "
+    "'serving store', 'stored before ' || ?1, 'a later ingest', ?1 FROM bars "
+    "WHERE row_key = ?2 AND source = ?3 AND (open IS NOT ?4 OR high IS NOT ?5 OR low IS NOT ?6 "
+    "OR close IS NOT ?7 OR volume IS NOT ?8 OR adj_close IS NOT ?9)")
+_NEIGHBOURS = ", ".join(f"'{f}'" for f in sorted(NEIGHBOUR_FLAGS))
+# a new revision of a bar replaces its own flags (the neighbour flags come as BarFlag records)
+_CLEAR_OWN_FLAGS = (f"DELETE FROM bar_flags WHERE row_key = ? AND source = ? "
+                    f"AND flag NOT IN ({_NEIGHBOURS})")
 
 
 def _performance_ddl() -> str:
@@ -190,6 +213,7 @@ class SqliteServingStore:
         """Write records of the known types in one transaction; see ``ServingStore.write_batch``."""
         instruments, bars, flags, quotes, preds, alerts, outbox, dls = ([] for _ in range(8))
         performance: list[tuple] = []
+        revisions: list[tuple] = []
         now = _now()
         n = 0
         for r in records:
@@ -206,6 +230,10 @@ class SqliteServingStore:
                 self._to_outbox(outbox, r, now)
             elif isinstance(r, BarFlag):
                 flags.append((r.row_key, r.source, r.flag, r.detail))
+            elif isinstance(r, SupersededRevision):
+                e = r.event
+                revisions.append((rowkeys.event_key(e), e.source, e.event_id, e.to_json(),
+                                  e.provenance[0], e.provenance[1], r.superseded_by, now))
             elif isinstance(r, Prediction):
                 preds.append((rowkeys.prediction_key(r.instrument_id, "1d", r.as_of_date, r.role),
                               r.model_name, r.model_version, r.instrument_id, r.source,
@@ -231,8 +259,15 @@ class SqliteServingStore:
         with conn:  # one transaction
             conn.executemany("INSERT OR REPLACE INTO instruments VALUES (?,?,?,?,?,?,?,?,?)",
                              instruments)
+            # the correction policy: a bar rewritten with other values keeps the stored one as
+            # history (superseded by this ingest), and its own flags are recomputed
+            conn.executemany(_KEEP_SUPERSEDED, [
+                (now, b[0], b[1], b[6], b[7], b[8], b[9], b[10], b[11]) for b in bars])
+            conn.executemany(_CLEAR_OWN_FLAGS, [(b[0], b[1]) for b in bars])
             conn.executemany("INSERT OR REPLACE INTO bars VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                              bars)
+            conn.executemany("INSERT OR IGNORE INTO bar_revisions VALUES (?,?,?,?,?,?,?,?)",
+                             revisions)
             conn.executemany("INSERT OR REPLACE INTO bar_flags VALUES (?,?,?,?)", flags)
             conn.executemany(
                 "INSERT INTO quotes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "

@@ -5,8 +5,11 @@
 ``read = stored + dead-lettered + duplicates`` reconciles.
 
 * Bounded input: group by ``event_id`` and keep one. When duplicates differ in content (two rows
-  for the same source, instrument and session with different prices) the one whose JSON sorts
-  first is kept, deterministically, and ``conflicting_duplicates`` is counted as well.
+  for the same source, instrument and session with different prices: a correction) the latest
+  revision wins (``miraikakaku.schema.revision_key``: the later input file, then the later line
+  or row), the others leave as ``SupersededRevision`` records (output ``revisions``: the
+  serving store keeps them as history) and are counted in ``conflicting_duplicates`` as well
+  as ``duplicates``.
 * Unbounded input: events are keyed by (instrument, event-time minute) and a stateful DoFn keeps
   the set of event ids seen in that bucket (duplicates share instrument and event time, so they
   meet in one bucket). Each bucket's state is dropped ``horizon_seconds`` after its first event
@@ -31,28 +34,35 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from miraikakaku.schema import PriceEvent
+from miraikakaku.schema import PriceEvent, SupersededRevision, revision_key
 from transforms import progress
 
-__all__ = ["DeduplicateEvents"]
+__all__ = ["DeduplicateEvents", "DeduplicationResult"]
 
 
 class _KeepOneFn(beam.DoFn):
-    def __init__(self) -> None:
+    REVISIONS = "revisions"
+
+    def __init__(self, origin_order: dict[str, int] | None = None) -> None:
+        self._order = dict(origin_order or {})
         self._dups = progress.counter("DeduplicateEvents", "duplicates")
         self._conflicts = progress.counter("DeduplicateEvents", "conflicting_duplicates")
 
     def process(self, element: tuple[str, list[PriceEvent]]):
         _, events = element
-        events = list(events)
+        events = sorted(events, key=lambda e: revision_key(e, self._order))
         if len(events) == 1:
             yield events[0]
             return
         self._dups.inc(len(events) - 1)
-        payloads = sorted((e.to_json(), i) for i, e in enumerate(events))
-        if payloads[0][0] != payloads[-1][0]:
-            self._conflicts.inc()
-        yield events[payloads[0][1]]
+        winner = events[-1]
+        by = " ".join(p for p in winner.provenance if p)
+        payload = winner.to_json()
+        for loser in events[:-1]:
+            if loser.to_json() != payload:
+                self._conflicts.inc()
+                yield beam.pvalue.TaggedOutput(self.REVISIONS, SupersededRevision(loser, by))
+        yield winner
 
 
 class _DeduplicateInBucketFn(beam.DoFn):
@@ -83,26 +93,42 @@ class _DeduplicateInBucketFn(beam.DoFn):
 
 
 class DeduplicateEvents(beam.PTransform):
-    """``PCollection[PriceEvent]`` → ``PCollection[PriceEvent]``, unique by ``event_id``.
+    """``PCollection[PriceEvent]`` → ``DeduplicationResult(events, revisions)``: events unique
+    by ``event_id``; ``SupersededRevision`` records of corrected events (bounded input).
 
     Args:
         bounded: True for bounded input (group and keep one); False for streaming.
         horizon_seconds: streaming only: how long (processing time) a bucket of ids is kept.
+        origin_order: bounded only: input origin → its index in the run's inputs (the
+            correction policy's file order).
     """
 
-    def __init__(self, bounded: bool = True, horizon_seconds: int = 3 * 24 * 3600) -> None:
+    def __init__(self, bounded: bool = True, horizon_seconds: int = 3 * 24 * 3600,
+                 origin_order: dict[str, int] | None = None) -> None:
         super().__init__()
         self._bounded = bounded
         self._horizon = horizon_seconds
+        self._order = dict(origin_order or {})
 
     def expand(self, events):
         if self._bounded:
-            return (events
-                    | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e))
-                    | "GroupByEventId" >> beam.GroupByKey()
-                    | "KeepOne" >> beam.ParDo(_KeepOneFn()))
-        return (events
-                | "KeyByInstrumentMinute" >> beam.Map(
-                    lambda e: (f"{e.instrument_id}|{e.event_time:%Y%m%dT%H%M}", e)
-                ).with_output_types(beam.typehints.Tuple[str, typing.Any])
-                | "DeduplicateInBucket" >> beam.ParDo(_DeduplicateInBucketFn(self._horizon)))
+            out = (events
+                   | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e))
+                   | "GroupByEventId" >> beam.GroupByKey()
+                   | "KeepOne" >> beam.ParDo(_KeepOneFn(self._order)).with_outputs(
+                       _KeepOneFn.REVISIONS, main="events"))
+            return DeduplicationResult(out.events, out[_KeepOneFn.REVISIONS])
+        unique = (events
+                  | "KeyByInstrumentMinute" >> beam.Map(
+                      lambda e: (f"{e.instrument_id}|{e.event_time:%Y%m%dT%H%M}", e)
+                  ).with_output_types(beam.typehints.Tuple[str, typing.Any])
+                  | "DeduplicateInBucket" >> beam.ParDo(_DeduplicateInBucketFn(self._horizon)))
+        empty = events.pipeline | "NoRevisions" >> beam.Create([])
+        return DeduplicationResult(unique, empty)
+
+
+class DeduplicationResult(typing.NamedTuple):
+    """Outputs of ``DeduplicateEvents``: one event per id, and the superseded revisions."""
+
+    events: beam.PCollection
+    revisions: beam.PCollection

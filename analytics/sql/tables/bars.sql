@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS miraikakaku.bars (
   adj_close FLOAT64 OPTIONS(description="adjusted close; NULL when the source has none"),
   currency STRING NOT NULL OPTIONS(description="ISO 4217"),
   flags ARRAY<STRING> OPTIONS(description="quality flags at ingest"),
-  schema_version INT64 NOT NULL
+  schema_version INT64 NOT NULL,
+  ingested_at TIMESTAMP OPTIONS(description="when this revision was written, UTC: the latest of an event_id wins")
 )
 PARTITION BY session_date
 CLUSTER BY instrument_id, `interval`, source

@@ -1,9 +1,10 @@
 -- daily_bars: one row per instrument and session, the deduplicated daily bar of the instrument's
 -- best source.
 --
--- * De-duplication: streaming inserts and pipeline replays may repeat a row; rows with the same
---   insert_id are one row (stores/bigquery.py), the first by event_time then event_id is kept
---   (the copies of a bar are identical).
+-- * De-duplication and corrections: streaming inserts and pipeline replays may repeat a row, and
+--   a source may correct a bar (same event_id, other values: another insert_id, stores/bigquery.py).
+--   One row per event_id: the latest revision by ingested_at wins (the correction policy, README
+--   "Block or flag"); rows written before ingested_at existed (NULL) lose to any that has it.
 -- * Best source, per instrument (not per day): the source ranked first in the platform's source
 --   priority (miraikakaku.settings.Settings.source_priority: chart0, sp500_5yr, yfinance, mlbot,
 --   user; other sources after these, by name) among the sources that delivered daily bars of the
@@ -19,7 +20,8 @@ WITH deduplicated AS (
   SELECT *
   FROM miraikakaku.bars
   WHERE `interval` = '1d'
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY insert_id ORDER BY event_time, event_id) = 1
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY event_id ORDER BY ingested_at DESC NULLS LAST, insert_id) = 1
 ),
 best_source AS (
   SELECT instrument_id, source

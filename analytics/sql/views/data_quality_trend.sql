@@ -17,15 +17,17 @@
 -- not_a_session, calendar_estimated, ...) together with the flags the feature step put on it
 -- (bar_flags: gap, large_move, source_switch, history_reset, ...; daily bars, joined on
 -- instrument, source and session date), each flag counted once per bar.
--- Bars (per source: each source's bar is one stored bar), bar flags and dead letters are
--- de-duplicated on insert_id.
+-- Bars (per source: each source's bar is one stored bar) are one row per event_id, its latest
+-- revision by ingested_at (as in daily_bars: a corrected bar counts once, with its own flags);
+-- bar flags and dead letters are de-duplicated on insert_id.
 CREATE OR REPLACE VIEW miraikakaku.data_quality_trend AS
 WITH b AS (
-  SELECT insert_id, instrument_id, SPLIT(instrument_id, ':')[OFFSET(0)] AS exchange,
-         `interval`, source, session_date, flags
+  SELECT insert_id, event_id, instrument_id, SPLIT(instrument_id, ':')[OFFSET(0)] AS exchange,
+         `interval`, source, session_date, flags, ingested_at
   FROM miraikakaku.bars
   WHERE session_date IS NOT NULL
-  QUALIFY ROW_NUMBER() OVER (PARTITION BY insert_id ORDER BY event_time) = 1
+  QUALIFY ROW_NUMBER() OVER (
+    PARTITION BY event_id ORDER BY ingested_at DESC NULLS LAST, insert_id) = 1
 ),
 bf AS (
   SELECT instrument_id, source, bar_date, flag
