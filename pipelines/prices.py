@@ -498,7 +498,7 @@ def build_pipeline(p: beam.Pipeline, r: _Resolved, *, write_batch_size: int = 50
 
         trades = timed | "SelectTrades" >> beam.Filter(lambda e: e.interval == "tick")
         bars = trades | "AggregateTrades" >> AggregateTrades(
-            allowed_lateness_seconds, idle_seconds, default_mic)
+            allowed_lateness_seconds, idle_seconds, default_mic, warm_store=r.store)
         crossings = trades | "DetectPriceCrossings" >> DetectPriceCrossings(r.rules)
         if freshness_minutes != 0:  # stale_feed system alerts go where market alerts go
             from transforms.freshness import MonitorFreshness

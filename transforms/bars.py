@@ -24,6 +24,11 @@ minutes of the same session (no trade in them) carries the quality flag ``intrad
 (``SessionCalendar.intraday_gaps``: the lunch break and a half day's early close are not gaps;
 counter ``intraday_gaps``). Provisional bars are not flagged.
 
+Restarts: the state lives in the runner; after a restart (a new pipeline), an instrument's first
+trade warms its state from the trades of the same session already in the serving store (stored
+before they were acknowledged, so none is missing), so the session bar is the whole session's,
+not the part after the restart; redelivered trades that were stored before are not counted twice.
+
 The accumulator (``BarAccumulator``) is plain Python and unit-tested without Beam.
 """
 
@@ -126,6 +131,9 @@ class _State:
     last_regular_minute: dt.datetime | None = None  # start of the last final in-session bar
     last_activity: float = 0.0  # processing time (Unix seconds) of the last trade
     idle_armed: bool = False
+    # (event time, sequence) of the trades read back from the store at a warm start: a
+    # redelivered trade among them is already in the bars (cleared when its session is final)
+    seen: set[tuple[dt.datetime, int]] = dataclasses.field(default_factory=set)
 
 
 class _AggregateTradesFn(beam.DoFn):
@@ -134,10 +142,13 @@ class _AggregateTradesFn(beam.DoFn):
     IDLE = TimerSpec("idle", TimeDomain.REAL_TIME)
 
     def __init__(self, allowed_lateness: dt.timedelta, idle_seconds: float,
-                 default_mic: str) -> None:
+                 default_mic: str, warm_store=None) -> None:
         self._lateness = allowed_lateness
         self._idle = idle_seconds
         self._default_mic = default_mic
+        self._warm_store = warm_store
+        self._warmed = progress.counter("AggregateTrades", "warm_start_trades")
+        self._redelivered = progress.counter("AggregateTrades", "redelivered_trades")
         self._late_minute = progress.counter("AggregateTrades", "late_trades_minute")
         self._late_session = progress.counter("AggregateTrades", "late_trades_session")
         self._extended = progress.counter("AggregateTrades", "extended_hours_trades")
@@ -149,6 +160,52 @@ class _AggregateTradesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._master = load_master(self._default_mic)
+        self._store = None
+
+    def _stored_trades(self, trade: PriceEvent) -> list[PriceEvent]:
+        """The trades of ``trade``'s regular session (same instrument and source) already in
+        the serving store, as events, in (event time, sequence) order."""
+        if self._warm_store is None:
+            return []
+        if self._store is None:
+            try:
+                self._store = self._warm_store.open(read_only=True)
+            except FileNotFoundError:
+                return []
+        cal = self._calendar(trade)
+        session = cal.regular_session(trade.event_time)
+        if session is None:
+            return []
+        day = trade.event_time.astimezone(UTC).date()
+        rows = self._store.get_bars(trade.instrument_id, interval="tick",
+                                    start=day - dt.timedelta(days=1),
+                                    end=day + dt.timedelta(days=1), source=trade.source,
+                                    limit=5_000_000)
+        out = []
+        for r in rows:
+            if cal.regular_session(r.event_time) != session:
+                continue
+            sequence = int(r.row_key.rsplit("#", 1)[1])
+            out.append(dataclasses.replace(
+                trade, event_id="", sequence=sequence, session_date=r.session_date,
+                event_time=r.event_time, open=r.close, high=r.close, low=r.close, close=r.close,
+                volume=r.volume, flags=r.flags, provenance=("", "")))
+        return sorted(out, key=lambda e: (e.event_time, e.sequence))
+
+    def _warm_start(self, st: _State, trade: PriceEvent):
+        """Rebuild the open session (and its minutes) from the trades already stored, so a
+        restart continues the session bar instead of starting it again from the trades after
+        the restart (which overwrote the right bar with a partial one: open 181.38 for
+        181.89, volume 550,205 for 990,466). Final minutes are emitted again, with the same
+        values (idempotent rewrites)."""
+        stored = self._stored_trades(trade)
+        for t in stored:
+            self._accumulate(st, t)
+            st.seen.add((t.event_time, t.sequence))
+        self._warmed.inc(len(stored))
+        if stored:
+            st.max_time = stored[-1].event_time
+            yield from self._flush(st, st.max_time - self._lateness)
 
     def _calendar(self, trade: PriceEvent):
         inst = self._master.of_event(trade.instrument_id, trade.symbol, trade.session_date)
@@ -157,7 +214,25 @@ class _AggregateTradesFn(beam.DoFn):
     def process(self, element: tuple[str, PriceEvent], state=beam.DoFn.StateParam(STATE),
                 idle=beam.DoFn.TimerParam(IDLE)):
         _, trade = element
-        st: _State = state.read() or _State(trade)
+        st: _State | None = state.read()
+        if st is None:  # the instrument's first trade since the pipeline started
+            st = _State(trade)
+            yield from self._warm_start(st, trade)
+        if (trade.event_time, trade.sequence) in st.seen:
+            self._redelivered.inc()  # stored before a restart and already in the bars
+        else:
+            self._accumulate(st, trade)
+        st.max_time = trade.event_time if st.max_time is None else max(st.max_time,
+                                                                         trade.event_time)
+        yield from self._flush(st, st.max_time - self._lateness)
+        # one idle timer per quiet period, not one per trade (timers cost the runner)
+        st.last_activity = time.time()
+        if not st.idle_armed:
+            idle.set(Timestamp.of(st.last_activity + self._idle))
+            st.idle_armed = True
+        state.write(st)
+
+    def _accumulate(self, st: _State, trade: PriceEvent) -> None:
         start = minute_start(trade.event_time)
         if st.final_minute_end is not None and start + dt.timedelta(minutes=1) <= \
                 st.final_minute_end:
@@ -180,15 +255,6 @@ class _AggregateTradesFn(beam.DoFn):
                 st.sessions[session] = BarAccumulator.of(trade)
             else:
                 acc.add(trade)
-        st.max_time = trade.event_time if st.max_time is None else max(st.max_time,
-                                                                         trade.event_time)
-        yield from self._flush(st, st.max_time - self._lateness)
-        # one idle timer per quiet period, not one per trade (timers cost the runner)
-        st.last_activity = time.time()
-        if not st.idle_armed:
-            idle.set(Timestamp.of(st.last_activity + self._idle))
-            st.idle_armed = True
-        state.write(st)
 
     def _flush(self, st: _State, watermark: dt.datetime):
         cal = self._calendar(st.like)
@@ -213,6 +279,8 @@ class _AggregateTradesFn(beam.DoFn):
                 continue
             acc = st.sessions.pop(day)
             st.final_session = day if st.final_session is None else max(st.final_session, day)
+            st.seen = {k for k in getattr(st, "seen", set())
+                       if cal.regular_session(k[0]) not in (None, day)}
             self._session_bars.inc()
             yield beam.pvalue.TaggedOutput(self.SESSION, acc.to_event(
                 st.like, "1d", f"{day:%Y%m%d}", day, close))
@@ -249,13 +317,17 @@ class AggregateTrades(beam.PTransform):
         idle_seconds: processing-time quiet period after which open bars are emitted as
             provisional.
         default_mic: MIC for unknown non-Tokyo symbols.
+        warm_store: a ``stores.spec.StoreSpec``: on an instrument's first trade since the
+            start, the trades of its session already stored are read back and aggregated first
+            (``warm_start_trades``), and a redelivered trade among them is not counted twice
+            (``redelivered_trades``). None: no warm start.
     """
 
     def __init__(self, allowed_lateness_seconds: float = 60.0, idle_seconds: float = 5.0,
-                 default_mic: str = "XNYS") -> None:
+                 default_mic: str = "XNYS", warm_store=None) -> None:
         super().__init__()
         self._fn = _AggregateTradesFn(dt.timedelta(seconds=allowed_lateness_seconds),
-                                      idle_seconds, default_mic)
+                                      idle_seconds, default_mic, warm_store)
 
     def expand(self, trades) -> BarsResult:
         out = (trades
