@@ -214,6 +214,8 @@ TABLE_SPECS: dict[str, TableSpec] = {s.name: s for s in (
         _req("payload", "STRING"),
         _req("origin", "STRING"),
         _f("event_time", "TIMESTAMP", description="NULL when it could not be read"),
+        _req("position", "STRING", "where in origin: line:<n>, row:<n>, message:<id>; empty "
+             "when the record has none"),
     ), "event_time", ("step", "reason")),
     TableSpec(BQ_DEAD_LETTERS, "A row BigQuery rejected, with the error.", (
         _INSERT_ID,
@@ -407,7 +409,8 @@ def to_bq_row(record: object) -> tuple[str, dict[str, Any]]:
         return "dead_letters", {
             "insert_id": insert_id(d), "dead_letter_id": d.dead_letter_id, "step": d.step,
             "reason": d.reason, "detail": d.detail, "payload": d.payload, "origin": d.origin,
-            "event_time": _ts(d.event_time) if d.event_time is not None else None}
+            "event_time": _ts(d.event_time) if d.event_time is not None else None,
+            "position": d.position}
     if _is_quality_result(record):
         q = record
         return QUALITY_RESULTS_TABLE, {

@@ -29,7 +29,7 @@ def test_feature_registry_is_locked():
 
 def test_dead_letter_schema_is_locked():
     assert [f.name for f in dataclasses.fields(DeadLetter)] == [
-        "step", "reason", "detail", "payload", "origin", "event_time"]
+        "step", "reason", "detail", "payload", "origin", "event_time", "position"]
 
 
 def _aapl_events(n: int):

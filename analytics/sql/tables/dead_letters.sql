@@ -9,7 +9,8 @@ CREATE TABLE IF NOT EXISTS miraikakaku.dead_letters (
   detail STRING NOT NULL,
   payload STRING NOT NULL,
   origin STRING NOT NULL,
-  event_time TIMESTAMP OPTIONS(description="NULL when it could not be read")
+  event_time TIMESTAMP OPTIONS(description="NULL when it could not be read"),
+  position STRING NOT NULL OPTIONS(description="where in origin: line:<n>, row:<n>, message:<id>; empty when the record has none")
 )
 PARTITION BY event_time
 CLUSTER BY step, reason
