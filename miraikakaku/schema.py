@@ -131,10 +131,13 @@ class PriceEvent:
         adj_close: adjusted close in ``currency``, or None when the source has none.
         currency: ISO 4217 quote currency (``USD``, ``JPY``).
         flags: quality flags (suspicious but stored), e.g. ``ohlc_inconsistent``.
-        provenance: where the record was read: ``(origin, position)`` as in ``DeadLetter``
-            (``("prices.csv", "line:12")``, ``(subscription, "message:<id>")``), carried to
-            the dead letters of later steps so that two identical bad rows stay two. Transport
-            metadata: not part of the wire format (``to_json``), of equality or of any store.
+        provenance: where the record was read: ``(origin, position, revision)``, origin and
+            position as in ``DeadLetter`` (``("prices.csv", "line:12", "")``,
+            ``(subscription, "message:<id>", "<publish time>")``), carried to the dead letters
+            of later steps so that two identical bad rows stay two; ``revision`` orders two
+            revisions of one event id (``revision_key``): a message's Pub/Sub publish time
+            (RFC 3339, UTC, microseconds), empty for a file's record. Transport metadata: not
+            part of the wire format (``to_json``), of equality or of any store.
     """
 
     schema_version: int
@@ -154,7 +157,8 @@ class PriceEvent:
     adj_close: float | None
     currency: str
     flags: tuple[str, ...] = ()
-    provenance: tuple[str, str] = dataclasses.field(default=("", ""), compare=False, repr=False)
+    provenance: tuple[str, str, str] = dataclasses.field(default=("", "", ""), compare=False,
+                                                         repr=False)
 
     @property
     def feature_price(self) -> float:
@@ -239,7 +243,7 @@ class DeadLetter:
         """The dead letter of a parsed event that a later step blocks: the event's JSON as
         the payload, where it was read (``PriceEvent.provenance``; the source when unknown)
         as origin and position."""
-        origin, position = event.provenance
+        origin, position = event.provenance[:2]
         return cls(step, reason, detail, event.to_json(), origin or event.source,
                    event.event_time, position)
 
@@ -258,26 +262,29 @@ class DeadLetter:
 
 
 def revision_key(event: PriceEvent, origin_order: dict[str, int] | None = None
-                 ) -> tuple[int, int, str]:
+                 ) -> tuple[int, int, str, tuple[int, str]]:
     """The order of two revisions of one event id (the correction policy, README "Block or
     flag"): the later revision wins.
 
     Files carry no revision number, so a file's revision is its place in the run's inputs
     (``origin_order``: the order of ``--input``), then the record's position in the file (its
-    line or Parquet row); a Pub/Sub message's is its position text (``message:<id>``, ids
-    increase with publish order on one topic). Across runs, the later ingest wins: the stores
-    overwrite and keep the earlier revision as history.
+    line or Parquet row). A Pub/Sub message's revision is its publish time (``provenance[2]``:
+    the time the collector published the correction), then its message id (numeric ids by
+    value), so which revision wins does not depend on the order in which messages arrive.
+    Across runs, the later ingest wins: the stores overwrite and keep the earlier revision as
+    history.
 
     Returns:
-        ``(origin index, position number, position text)``; ``(-1, -1, "")`` for an event
-        without provenance (it loses to any event with one).
+        ``(origin index, line or row number, publish time, (len(position), position))``,
+        comparable between events of one run; ``(-1, -1, "", (0, ""))`` for an event without
+        provenance (it loses to any event with one).
     """
-    origin, position = event.provenance
+    origin, position, revision = (tuple(event.provenance) + ("", "", ""))[:3]
     if not position:
-        return (-1, -1, "")
+        return (-1, -1, "", (0, ""))
     kind, _, number = position.partition(":")
     n = int(number) if kind in ("line", "row") and number.isdigit() else -1
-    return ((origin_order or {}).get(origin, 0), n, position)
+    return ((origin_order or {}).get(origin, 0), n, revision, (len(position), position))
 
 
 @dataclasses.dataclass(frozen=True)

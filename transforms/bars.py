@@ -189,7 +189,7 @@ class _AggregateTradesFn(beam.DoFn):
             out.append(dataclasses.replace(
                 trade, event_id="", sequence=sequence, session_date=r.session_date,
                 event_time=r.event_time, open=r.close, high=r.close, low=r.close, close=r.close,
-                volume=r.volume, flags=r.flags, provenance=("", "")))
+                volume=r.volume, flags=r.flags, provenance=("", "", "")))
         return sorted(out, key=lambda e: (e.event_time, e.sequence))
 
     def _warm_start(self, st: _State, trade: PriceEvent):

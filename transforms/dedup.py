@@ -1,8 +1,9 @@
 """Deduplicate price events by ``event_id``, counting what was dropped.
 
-``DeduplicateEvents``: ``PCollection[PriceEvent]`` → ``PCollection[PriceEvent]`` (one per
-``event_id``). Dropped duplicates are counted (Beam counter ``DeduplicateEvents/duplicates``), so
-``read = stored + dead-lettered + duplicates`` reconciles.
+``DeduplicateEvents``: ``PCollection[PriceEvent]`` → ``DeduplicationResult(events, revisions)``
+(one event per ``event_id``; superseded revisions). Dropped duplicates are counted (Beam
+counter ``DeduplicateEvents/duplicates``), so ``read = stored + dead-lettered + duplicates``
+reconciles.
 
 * Bounded input: group by ``event_id`` and keep one. When duplicates differ in content (two rows
   for the same source, instrument and session with different prices: a correction) the latest
@@ -11,10 +12,14 @@
   serving store keeps them as history) and are counted in ``conflicting_duplicates`` as well
   as ``duplicates``.
 * Unbounded input: events are keyed by (instrument, event-time minute) and a stateful DoFn keeps
-  the set of event ids seen in that bucket (duplicates share instrument and event time, so they
-  meet in one bucket). Each bucket's state is dropped ``horizon_seconds`` after its first event
-  (processing time); later repeats are absorbed by the idempotent sinks (row keys and insert
-  ids are the event's).
+  the kept revision of each event id seen in that bucket (duplicates share instrument and event
+  time, so they meet in one bucket). An exact repeat is dropped (counted in ``duplicates``; its
+  Pub/Sub message is settled at once, ``transforms.pubsub_ack``); a repeat with other content
+  is a correction, decided by the same policy: the later revision (the later publish time, then
+  message id) goes on whichever arrived first, the other leaves as a ``SupersededRevision``
+  (counted in ``conflicting_duplicates`` and ``duplicates``). Each bucket's state is dropped
+  ``horizon_seconds`` after its first event (processing time); later repeats are absorbed by
+  the idempotent sinks (row keys and insert ids are the event's).
 
   Why not Beam's ``DeduplicatePerKey``: it keys by event id and sets one timer per message. The
   Python DirectRunner scans every key's timers on each firing round, so a 20,000-message burst
@@ -35,7 +40,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from miraikakaku.schema import PriceEvent, SupersededRevision, revision_key
-from transforms import progress
+from transforms import progress, pubsub_ack
 
 __all__ = ["DeduplicateEvents", "DeduplicationResult"]
 
@@ -56,7 +61,7 @@ class _KeepOneFn(beam.DoFn):
             return
         self._dups.inc(len(events) - 1)
         winner = events[-1]
-        by = " ".join(p for p in winner.provenance if p)
+        by = _where(winner)
         payload = winner.to_json()
         for loser in events[:-1]:
             if loser.to_json() != payload:
@@ -66,35 +71,65 @@ class _KeepOneFn(beam.DoFn):
 
 
 class _DeduplicateInBucketFn(beam.DoFn):
+    """Per (instrument, event-time minute) bucket: the kept revision of each event id.
+
+    An exact repeat (a redelivery, the collector's retry) is dropped and counted; a repeat with
+    other content is a correction: the later revision (``revision_key``: publish time, then
+    message id) is kept and goes on, the other leaves as a ``SupersededRevision`` — whichever
+    arrived first — so the stored value does not depend on arrival order.
+    """
+
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.REAL_TIME)
+    REVISIONS = _KeepOneFn.REVISIONS
 
     def __init__(self, horizon_seconds: float) -> None:
         self._horizon = horizon_seconds
         self._dups = progress.counter("DeduplicateEvents", "duplicates")
+        self._conflicts = progress.counter("DeduplicateEvents", "conflicting_duplicates")
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
         _, event = element
-        ids = seen.read()
-        if ids is None:
-            ids = set()
+        kept = seen.read()
+        if kept is None:
+            kept = {}
             expiry.set(Timestamp.now() + self._horizon)
-        if event.event_id in ids:
-            self._dups.inc()
+        old = kept.get(event.event_id)
+        if old is None:
+            kept[event.event_id] = event
+            seen.write(kept)
+            yield event
             return
-        ids.add(event.event_id)
-        seen.write(ids)
-        yield event
+        self._dups.inc()
+        if old == event:  # same content (provenance is not compared): a repeat
+            if revision_key(event) > revision_key(old):  # it is the latest revision so far
+                kept[event.event_id] = event
+                seen.write(kept)
+            pubsub_ack.settle((event,))
+            return
+        self._conflicts.inc()
+        if revision_key(event) > revision_key(old):
+            kept[event.event_id] = event
+            seen.write(kept)
+            yield beam.pvalue.TaggedOutput(self.REVISIONS, SupersededRevision(old, _where(event)))
+            yield event
+        else:
+            yield beam.pvalue.TaggedOutput(self.REVISIONS, SupersededRevision(event, _where(old)))
 
     @on_timer(EXPIRY)
     def expire(self, seen=beam.DoFn.StateParam(SEEN)):
         seen.clear()
 
 
+def _where(event: PriceEvent) -> str:
+    """``{origin} {position}`` of an event: ``SupersededRevision.superseded_by``."""
+    return " ".join(p for p in event.provenance[:2] if p)
+
+
 class DeduplicateEvents(beam.PTransform):
     """``PCollection[PriceEvent]`` → ``DeduplicationResult(events, revisions)``: events unique
-    by ``event_id``; ``SupersededRevision`` records of corrected events (bounded input).
+    by ``event_id``; ``SupersededRevision`` records of corrected events.
 
     Args:
         bounded: True for bounded input (group and keep one); False for streaming.
@@ -122,9 +157,10 @@ class DeduplicateEvents(beam.PTransform):
                   | "KeyByInstrumentMinute" >> beam.Map(
                       lambda e: (f"{e.instrument_id}|{e.event_time:%Y%m%dT%H%M}", e)
                   ).with_output_types(beam.typehints.Tuple[str, typing.Any])
-                  | "DeduplicateInBucket" >> beam.ParDo(_DeduplicateInBucketFn(self._horizon)))
-        empty = events.pipeline | "NoRevisions" >> beam.Create([])
-        return DeduplicationResult(unique, empty)
+                  | "DeduplicateInBucket" >> beam.ParDo(
+                      _DeduplicateInBucketFn(self._horizon)).with_outputs(
+                      _DeduplicateInBucketFn.REVISIONS, main="events"))
+        return DeduplicationResult(unique.events, unique[_DeduplicateInBucketFn.REVISIONS])
 
 
 class DeduplicationResult(typing.NamedTuple):

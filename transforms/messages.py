@@ -106,6 +106,17 @@ def parse_message(data: bytes, attributes: dict[str, str], limits: EventLimits |
     return event
 
 
+def _publish_time(message) -> str:
+    """The message's Pub/Sub publish time, RFC 3339 UTC with microseconds (``""`` when the
+    runner gives none): the revision of a correction (``miraikakaku.schema.revision_key``)."""
+    when = getattr(message, "publish_time", None)
+    if not isinstance(when, dt.datetime):
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class _ParseMessageFn(beam.DoFn):
     DEAD_LETTER = "dead_letter"
 
@@ -152,7 +163,8 @@ class _ParseMessageFn(beam.DoFn):
             yield self._dead_letter("unparseable", f"{type(e).__name__}: {str(e)[:200]}",
                                     data, attributes, position)
             return
-        yield dataclasses.replace(event, provenance=(self._origin, position)) if position \
+        yield dataclasses.replace(event, provenance=(
+            self._origin, position, _publish_time(message))) if position \
             else event
 
     def _dead_letter(self, reason: str, detail: str, data: bytes, attributes: dict[str, str],

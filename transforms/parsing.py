@@ -545,7 +545,7 @@ def _parse_one(element: tuple, specs: Mapping[str, FileSpec], master: Instrument
     except Exception as e:  # noqa: BLE001 - a bad record must never stop the run
         return DeadLetter(STEP, "unparseable", f"{type(e).__name__}: {str(e)[:200]}",
                           _payload_text(payload), origin, position=position)
-    return dataclasses.replace(event, provenance=(origin, position)) if position else event
+    return dataclasses.replace(event, provenance=(origin, position, "")) if position else event
 
 
 class ParseResult(NamedTuple):
