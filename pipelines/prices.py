@@ -148,6 +148,11 @@ class PriceOptions(PipelineOptions):
             "--subscription", default=None,
             help="Pub/Sub subscription (projects/P/subscriptions/S) to read PriceEvents from; "
                  "implies --streaming. Default: none (read --input files).")
+        parser.add_argument(
+            "--max_in_flight_messages", type=int, default=5000,
+            help="--subscription on the DirectRunner: Pub/Sub messages pulled but not yet "
+                 "written (or dropped as repeats) at which the reader pauses; a message is "
+                 "acknowledged only after that write (transforms.pubsub_ack). Default: 5000.")
         parser.add_argument("--sink", default="sqlite", choices=["sqlite", "bigtable"],
                             help="Serving store: the embedded SQLite file or Bigtable. "
                                  "Default: sqlite.")
@@ -292,6 +297,7 @@ class _Resolved:
     quality_window_seconds: int = 28 * 24 * 3600
     run_id: str = "local"
     limits: object | None = None  # miraikakaku.grammar.EventLimits (None: the settings')
+    max_in_flight: int = 5000  # --max_in_flight_messages
 
     @property
     def store_path(self) -> str:
@@ -358,6 +364,9 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
         raise ValueError("--predictions_topic needs a model (drop --skip_inference true)")
     if po.validation_batch_size <= 0 or (po.quality_window_seconds or 1) <= 0:
         raise ValueError("--validation_batch_size and --quality_window_seconds must be positive")
+    if po.max_in_flight_messages < 1:
+        raise ValueError(f"--max_in_flight_messages must be >= 1, got "
+                         f"{po.max_in_flight_messages}")
     validation = po.validation
     if validation is None:
         direct = (std.runner or "DirectRunner") in ("DirectRunner", "SwitchingDirectRunner",
@@ -376,7 +385,8 @@ def _resolve(opts: PipelineOptions, settings: Settings) -> _Resolved:
                      analytics_dir=analytics_dir or None, validation=validation,
                      validation_batch_size=po.validation_batch_size,
                      quality_window_seconds=quality_window, run_id=run_id,
-                     limits=EventLimits.from_settings(settings))
+                     limits=EventLimits.from_settings(settings),
+                     max_in_flight=po.max_in_flight_messages)
 
 
 def _resolve_inference(opts: PipelineOptions, model_dir: Path, champion, streaming: bool
@@ -444,8 +454,18 @@ def _read(p: beam.Pipeline, r: _Resolved, default_mic: str):
                                                   r.limits)
     from apache_beam.io.gcp.pubsub import ReadFromPubSub
 
+    from transforms import pubsub_ack
     from transforms.messages import ParseMessages
 
+    if _is_direct(p):
+        # Beam's DirectRunner acknowledges each message as soon as it is pulled, so a process
+        # killed before the write lost it (issue 13). This evaluator acknowledges a message only
+        # after the sinks wrote what it became (or the deduplication dropped it as a repeat).
+        pubsub_ack.install_direct_read(r.max_in_flight)
+    else:
+        # Dataflow keeps ReadFromPubSub: its source acknowledges a message only after the bundle
+        # that read it is durably committed, which is already at least once.
+        pubsub_ack.uninstall_direct_read()
     messages = p | "ReadPrices" >> ReadFromPubSub(
         subscription=r.subscription, with_attributes=True)
     return messages | "ParseEvents" >> ParseMessages(r.subscription, r.limits)
@@ -753,7 +773,18 @@ class StreamingRun:
         except BaseException as e:  # noqa: BLE001 - reported by failure()
             self._error = e
         finally:
+            self._release_messages()
             self._ended.set()
+
+    def _release_messages(self) -> None:
+        # the DirectRunner's Pub/Sub reads (transforms.pubsub_ack): stop the ack threads and
+        # give unsettled messages back for immediate redelivery to the next run
+        if self.resolved.subscription and isinstance(self.result, DirectPipelineResult):
+            from transforms import pubsub_ack
+
+            context = getattr(self.result, "_evaluation_context", None)
+            pubsub_ack.close_all(release=True,
+                                 owner=id(context) if context is not None else None)
 
     def failure(self) -> str | None:
         """Why the pipeline stopped (the error, or its terminal state), or None while it runs.
@@ -786,8 +817,10 @@ class StreamingRun:
         return self._counts().get((namespace, name), 0)
 
     def cancel(self) -> None:
-        """Stop the pipeline."""
+        """Stop the pipeline (on the DirectRunner, unacknowledged Pub/Sub messages are given
+        back at once: ``transforms.pubsub_ack.close_all``)."""
         self.result.cancel()
+        self._release_messages()
 
 
 def _cache_dofn_specs() -> None:

@@ -24,10 +24,10 @@ import apache_beam as beam
 from miraikakaku.schema import DeadLetter, PriceEvent
 from stores.base import BarFlag
 from stores.sqlite import SqliteServingStore
-from transforms import progress
+from transforms import progress, pubsub_ack
 
 __all__ = ["WriteToServingStore", "WriteDeadLetters", "WriteToBigtableStore", "PublishAlerts",
-           "PublishDeadLetters", "PublishEvents"]
+           "PublishDeadLetters", "PublishEvents", "mutate_rows_with_retry"]
 
 
 class _RecordCounter:
@@ -65,9 +65,10 @@ class _WriteBatchFn(beam.DoFn):
         self._store = SqliteServingStore(self._path, source_priority=self._priority)
 
     def process(self, batch: list[object]):
-        n = self._store.write_batch(batch)
+        n = self._store.write_batch(batch)  # one transaction: durable when it returns
         progress.tick("written", n)
         self._records.count(batch)
+        pubsub_ack.settle(batch)
         yield n
 
     def teardown(self) -> None:
@@ -105,8 +106,114 @@ class WriteDeadLetters(WriteToServingStore):
 
 
 _TRANSIENT_CODES = frozenset({4, 8, 10, 13, 14})
-"""gRPC codes retried by failing the bundle: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+"""gRPC codes the Bigtable sink retries: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
 INTERNAL, UNAVAILABLE. Anything else is permanent: the bundle fails with the row keys named."""
+
+WRITE_ATTEMPT_TIMEOUT_SECONDS = 20.0
+"""Seconds one ``mutate_rows`` attempt may take before it counts as DEADLINE_EXCEEDED (without a
+timeout a call to an unresponsive server waits forever)."""
+WRITE_RETRY_SECONDS = 600.0
+"""How long the Bigtable sink keeps retrying transient failures of a bundle's rows before the
+bundle (and so the pipeline, on the DirectRunner) fails."""
+WRITE_BACKOFF_SECONDS = (0.5, 30.0)
+"""First and longest sleep between retries (doubling)."""
+
+
+def _transient_code(exc: BaseException) -> int | None:
+    """The gRPC status code of a transient error (``_TRANSIENT_CODES``), else None."""
+    from google.api_core import exceptions
+
+    code = None
+    if isinstance(exc, exceptions.RetryError):
+        return 4  # the client's own retry ran out: as DEADLINE_EXCEEDED
+    if isinstance(exc, exceptions.GoogleAPICallError) and exc.grpc_status_code is not None:
+        code = exc.grpc_status_code.value[0]
+    elif hasattr(exc, "code") and callable(exc.code):  # a raw grpc.RpcError
+        try:
+            code = exc.code().value[0]
+        except Exception:  # noqa: BLE001 - not a gRPC status after all
+            return None
+    return code if code in _TRANSIENT_CODES else None
+
+
+def mutate_rows_with_retry(table, rows: list, *, table_id: str = "",
+                           attempt_timeout: float = WRITE_ATTEMPT_TIMEOUT_SECONDS,
+                           retry_seconds: float = WRITE_RETRY_SECONDS,
+                           on_retry=None) -> int:
+    """Write ``rows`` with ``Table.mutate_rows``, retrying transient failures until all succeed.
+
+    Each attempt sends only the rows not yet written (the client clears a row's mutations once
+    it is written, and rewriting a row is idempotent: every cell has an explicit timestamp).
+    The client's own retry is off (``retry=None``): python-bigtable's default retries
+    UNAVAILABLE / DEADLINE_EXCEEDED / ABORTED for 120 s and then returns the statuses, with
+    ``None`` for rows that never got an answer. Here a whole-call failure (an exception whose
+    status is transient) and per-row transient statuses are retried after ``0.5, 1, 2, ...,
+    30`` s sleeps, for up to ``retry_seconds``.
+
+    Args:
+        table: a ``google.cloud.bigtable.table.Table``.
+        rows: ``DirectRow`` objects.
+        table_id: the table's id, for messages.
+        attempt_timeout: seconds per attempt.
+        retry_seconds: seconds after which a still-failing write raises.
+        on_retry: called with the number of rows about to be retried (counters).
+
+    Returns:
+        The number of rows written (``len(rows)``).
+
+    Raises:
+        ValueError: a row failed with a permanent status (names the rows and the status).
+        RuntimeError: transient failures lasted longer than ``retry_seconds``.
+        google.api_core.exceptions.GoogleAPICallError: a permanent error of the whole call
+            (NotFound table, PermissionDenied, ...).
+    """
+    import logging
+    import time
+
+    pending = list(rows)
+    deadline = time.monotonic() + retry_seconds
+    delay, longest = WRITE_BACKOFF_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        error: str
+        try:
+            statuses = table.mutate_rows(pending, retry=None, timeout=attempt_timeout)
+            failed = [(r, s) for r, s in zip(pending, statuses, strict=True)
+                      if s is None or s.code]
+            permanent = [(r, s) for r, s in failed
+                         if s is not None and s.code not in _TRANSIENT_CODES]
+            if permanent:
+                keys = ", ".join(r.row_key.decode() for r, _ in permanent[:5])
+                raise ValueError(
+                    f"{len(permanent)} of {len(rows)} Bigtable mutations failed in {table_id} "
+                    f"(permanent: code {permanent[0][1].code} {permanent[0][1].message}); "
+                    f"rows {keys}")
+            if not failed:
+                return len(rows)
+            first = next((s for _, s in failed if s is not None), None)
+            error = (f"code {first.code} {first.message}" if first is not None
+                     else "no answer")
+            pending = [r for r, _ in failed]
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - transient ones are retried, others re-raised
+            if _transient_code(e) is None:
+                raise
+            error = f"{type(e).__name__}: {str(e)[:200]}"
+        if time.monotonic() + delay > deadline:
+            keys = ", ".join(r.row_key.decode() for r in pending[:5])
+            raise RuntimeError(
+                f"{len(pending)} of {len(rows)} Bigtable mutations in {table_id} still failing "
+                f"after {retry_seconds:.0f} s ({attempt} attempts, transient: {error}); "
+                f"rows {keys}")
+        logging.getLogger(__name__).warning(
+            "Bigtable write of %d rows to %s failed (%s); retry %d in %.1f s", len(pending),
+            table_id, error, attempt, delay)
+        if on_retry is not None:
+            on_retry(len(pending))
+        time.sleep(delay)
+        delay = min(delay * 2, longest)
 
 
 _BIGTABLE_CLIENTS: dict[tuple[str, str | None], object] = {}
@@ -135,13 +242,19 @@ def _bigtable_client(project: str):
 
 
 class _WriteBigtableRowsFn(beam.DoFn):
-    """Converts records to rows and writes each bundle's rows per table with one
-    ``Table.mutate_rows`` call, on the process's client for the project (``_bigtable_client``)."""
+    """Converts records to rows and writes each bundle's rows per table with
+    ``mutate_rows_with_retry``, on the process's client for the project (``_bigtable_client``).
+
+    Counters and acknowledgements follow the write: the records of a bundle are counted
+    (``_RecordCounter``) and settled (``pubsub_ack.settle``: their Pub/Sub messages may be
+    acknowledged) only after every row of the bundle is written. ``WriteToBigtableStore/
+    retried_rows`` counts rows sent again after a transient failure."""
 
     def __init__(self, project: str, instance: str) -> None:
         self._project = project
         self._instance = instance
         self._records = _RecordCounter()
+        self._retried = progress.counter("WriteToBigtableStore", "retried_rows")
 
     def setup(self) -> None:
         self._client = _bigtable_client(self._project)
@@ -149,13 +262,14 @@ class _WriteBigtableRowsFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._rows: dict[str, list] = collections.defaultdict(list)
+        self._pending: list[object] = []
 
     def process(self, record):
         from stores.bigtable import to_direct_rows
 
         for table_id, row in to_direct_rows(record):
             self._rows[table_id].append(row)
-        self._records.count((record,))
+        self._pending.append(record)
 
     def finish_bundle(self):
         for table_id, rows in self._rows.items():
@@ -163,17 +277,13 @@ class _WriteBigtableRowsFn(beam.DoFn):
             if table is None:
                 table = self._tables[table_id] = self._client.instance(
                     self._instance).table(table_id)
-            statuses = table.mutate_rows(rows)
-            failed = [(r.row_key, s) for r, s in zip(rows, statuses, strict=True) if s.code]
-            if failed:
-                transient = all(s.code in _TRANSIENT_CODES for _, s in failed)
-                keys = ", ".join(k.decode() for k, _ in failed[:5])
-                raise (RuntimeError if transient else ValueError)(
-                    f"{len(failed)} of {len(rows)} Bigtable mutations failed in {table_id} "
-                    f"({'transient' if transient else 'permanent'}: {failed[0][1].message}); "
-                    f"rows {keys}")
+            mutate_rows_with_retry(table, rows, table_id=table_id, on_retry=self._retried.inc)
             progress.tick("written", len(rows))
+        # every row of the bundle is written: count what was stored, release its messages
+        self._records.count(self._pending)
+        pubsub_ack.settle(self._pending)
         self._rows = collections.defaultdict(list)
+        self._pending = []
 
     def teardown(self) -> None:
         client = getattr(self, "_client", None)
@@ -184,8 +294,11 @@ class _WriteBigtableRowsFn(beam.DoFn):
 class WriteToBigtableStore(beam.PTransform):
     """Records → Bigtable rows (``stores.bigtable.to_direct_rows``), written per bundle and table
     with ``Table.mutate_rows``. Cells carry explicit timestamps, so rewrites (a retried bundle, a
-    replayed message) are idempotent. A failed mutation fails the bundle (the runner retries it);
-    the error names the rows and whether the gRPC status was transient.
+    replayed message) are idempotent. Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, ...;
+    an outage) are retried inside the sink with exponential backoff for up to
+    ``WRITE_RETRY_SECONDS`` (the DirectRunner does not retry a failed bundle: the error would
+    stop the pipeline); a permanent one fails the bundle with the rows named. Records are
+    counted, and their Pub/Sub messages settled (``transforms.pubsub_ack``), only once written.
 
     Why not Beam's ``WriteToBigTable``: its DoFn builds a new ``MutationsBatcher`` in every
     ``start_bundle``; each batcher starts a flush-timer thread and a thread pool and registers
