@@ -890,6 +890,10 @@ def run(argv: Sequence[str] | None = None, *, settings: Settings | None = None,
     opts = PipelineOptions(list(argv or []), direct_num_workers=1,
                            direct_running_mode="in_memory")
     r = _resolve(opts, settings)
+    if r.bq_table_prefix or r.analytics_dir:  # one ingested_at for this run's analytics rows
+        from stores.bigquery import start_ingest
+
+        start_ingest()
     po = opts.view_as(PriceOptions)
     p = test_pipeline or beam.Pipeline(options=opts)
     build_pipeline(p, r, write_batch_size=po.write_batch_size, default_mic=po.default_mic,

@@ -350,7 +350,29 @@ def _price_row(e: PriceEvent) -> tuple[str, dict[str, Any]]:
                     "low": _num(e.low), "close": _num(e.close), "volume": _num(e.volume),
                     "adj_close": _num(e.adj_close), "currency": e.currency,
                     "flags": list(e.flags), "schema_version": int(e.schema_version),
-                    "ingested_at": _ts(dt.datetime.now(dt.timezone.utc))}
+                    "ingested_at": _ts(_INGEST_TIME[0])}
+
+
+_INGEST_TIME = [dt.datetime.now(dt.timezone.utc)]
+
+
+def start_ingest(at: dt.datetime | None = None) -> dt.datetime:
+    """Set the ``ingested_at`` of the bar rows this process writes from now on.
+
+    The column orders revisions across runs (the correction policy: the latest ingest of an
+    event id wins in ``daily_bars``), so it is one time per run, not per row: every row of a
+    run — and every ``to_bq_row`` call of it, so rows compare equal — carries the run's start.
+    ``pipelines.prices.run`` calls this when a run starts; a process that never calls it (a
+    Dataflow worker) uses the time it imported this module, which is after its job started.
+
+    Args:
+        at: the time (aware, UTC); default now.
+
+    Returns:
+        The time set.
+    """
+    _INGEST_TIME[0] = at.astimezone(dt.timezone.utc) if at else dt.datetime.now(dt.timezone.utc)
+    return _INGEST_TIME[0]
 
 
 def _bar_date(row_key: str) -> str:

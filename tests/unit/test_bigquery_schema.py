@@ -245,7 +245,9 @@ def test_insert_ids_are_deterministic_and_unique(records, tmp_path):
     path = write_csv(tmp_path / "us_daily_sp500_5yr_2013_2018.csv", header, aapl[-40:])
     again = [insert_id(r) for r in _parse(path)]
     assert again == [insert_id(r) for r in records[:40]]  # a re-read gives the same ids
-    assert again[0] == "sp500_5yr/XNAS:AAPL/1d/" + aapl[-40][1].replace("-", "") + "/0"
+    # a bar's insert id is its event id and a content hash: a correction is another row
+    event_id = "sp500_5yr/XNAS:AAPL/1d/" + aapl[-40][1].replace("-", "") + "/0"
+    assert again[0].startswith(event_id + "/") and len(again[0]) == len(event_id) + 17
 
 
 # -- rejected rows -------------------------------------------------------------------------------
