@@ -882,11 +882,12 @@ class BigtableServingStore:
         keys_only = rf.RowFilterChain(filters=[rf.CellsColumnLimitFilter(1),
                                                rf.StripValueTransformerFilter(True)])
         out = {"instruments": 0, "bars": 0, "bar_flags": 0, "quotes": 0, "predictions": 0,
-               "alerts": 0, "dead_letters": 0}
+               "alerts": 0, "dead_letters": 0, "bar_revisions": 0}
         for row in self._tables[PRICES].read_rows(filter_=keys_only):
             families = row.cells
             out["bars"] += sum(q.endswith(b":event_id") for q in families.get("bar", {}))
             out["bar_flags"] += len(families.get("flag", {}))
+            out["bar_revisions"] += len(families.get("rev", {}))
             out["predictions"] += sum(q.endswith(b":predicted_price")
                                       for q in families.get("pred", {}))
             out["quotes"] += bool(families.get("quote"))
