@@ -351,7 +351,9 @@ def check_event(event: Any, limits: EventLimits | None = None,
         The event, with its source name in canonical spelling and its numbers as floats.
 
     Raises:
-        FieldError: with the reasons above, plus ``bad_interval`` and ``bad_instrument``.
+        FieldError: with the reasons above, plus ``bad_interval``, ``bad_instrument``,
+            ``bad_currency``, ``bad_flag`` and ``bad_event_id`` (not ASCII, or not the id the
+            event's fields give: ``miraikakaku.schema.event_id_of``).
     """
     from miraikakaku.instruments import INSTRUMENT_ID_RE
 
@@ -383,6 +385,12 @@ def check_event(event: Any, limits: EventLimits | None = None,
         raise FieldError("bad_flag", f"flags are not short ASCII names: {preview(event.flags)}")
     parse_date(event.session_date, limits)
     check_event_time(event.event_time, event.interval, limits, now)
+    from miraikakaku.schema import event_id_of
+
+    own = event_id_of(dataclasses.replace(event, source=source))
+    if event.event_id != own:
+        raise FieldError("bad_event_id", f"event id {preview(event.event_id)} is not the "
+                         f"event's own ({own}): ids key deduplication and the stores")
     changes: dict[str, Any] = {k: v for k, v in prices.items()
                                if v is not None and type(getattr(event, k)) is not float}
     if volume is not None and type(event.volume) is not float:

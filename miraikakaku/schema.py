@@ -108,6 +108,42 @@ def make_event_id(source: str, instrument_id: str, interval: str, start: str, se
     return f"{source}/{instrument_id}/{interval}/{start}/{sequence}"
 
 
+def event_start_text(interval: str, session_date: dt.date, event_time: dt.datetime) -> str:
+    """The ``start`` part of an event id: one spelling per event, whoever builds it.
+
+    Daily bars: the session date, ``YYYYMMDD``. Trades (``tick``): the trade's time in UTC to the
+    millisecond, ``YYYYMMDDTHHMMSS.mmm``. Intraday bars: the bar's start (event time minus the
+    interval) in UTC, ``YYYYMMDDTHHMMSS``. UTC, not the offset the source wrote, so that
+    ``09:30-04:00`` and ``13:30Z`` are one event.
+
+    Raises:
+        KeyError: an interval outside ``miraikakaku.grammar.INTERVALS``.
+    """
+    from miraikakaku.grammar import INTERVALS
+
+    if interval == "1d":
+        return f"{session_date.year:04d}{session_date.month:02d}{session_date.day:02d}"
+    width = INTERVALS[interval]
+    t = event_time.astimezone(dt.timezone.utc)
+    if interval == "tick" or not width:
+        return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t:%H%M%S}.{t.microsecond // 1000:03d}"
+    t -= dt.timedelta(seconds=width)
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}T{t:%H%M%S}"
+
+
+def event_id_of(event: PriceEvent) -> str:
+    """The event id ``event``'s own fields give (``make_event_id`` of its source, instrument,
+    interval, ``event_start_text`` and sequence): the stream parser refuses a message whose
+    ``event_id`` differs (``bad_event_id``), since ids key deduplication and the stores.
+
+    Raises:
+        KeyError: an unknown interval.
+    """
+    return make_event_id(event.source, event.instrument_id, event.interval,
+                         event_start_text(event.interval, event.session_date, event.event_time),
+                         event.sequence)
+
+
 @dataclasses.dataclass(frozen=True)
 class PriceEvent:
     """One OHLCV bar or one trade.
@@ -185,14 +221,15 @@ class PriceEvent:
         """Parse the JSON wire format written by ``to_json``.
 
         Raises:
-            ValueError: on malformed JSON, a missing or unknown field or a schema version this
-                code does not know; ``miraikakaku.grammar.FieldError`` (a ValueError) for a
+            ValueError: on malformed JSON, a key given twice (JSON parsers disagree on which
+                one counts), a missing or unknown field or a schema version this code does not
+                know; ``miraikakaku.grammar.FieldError`` (a ValueError) for a
                 date or time outside the grammar. Field values are checked by
                 ``grammar.check_event``.
         """
         from miraikakaku import grammar
 
-        d: Any = json.loads(text)
+        d: Any = json.loads(text, object_pairs_hook=_unique_keys)
         if not isinstance(d, dict):
             raise ValueError(f"bad PriceEvent JSON: a {type(d).__name__}, not an object")
         if d.get("schema_version") != SCHEMA_VERSION:
@@ -210,6 +247,16 @@ class PriceEvent:
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ValueError(f"bad PriceEvent JSON: {e}") from e
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: an object with a key given twice is an error, not its last value."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} given twice")
+        out[key] = value
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

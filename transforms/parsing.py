@@ -34,7 +34,13 @@ from miraikakaku.calendars import get_calendar
 from miraikakaku.corporate_actions import raw_price_factor
 from miraikakaku.grammar import EventLimits, FieldError
 from miraikakaku.instruments import InstrumentMaster, load_master
-from miraikakaku.schema import SCHEMA_VERSION, DeadLetter, PriceEvent, make_event_id
+from miraikakaku.schema import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    PriceEvent,
+    event_start_text,
+    make_event_id,
+)
 from transforms import progress
 
 __all__ = [
@@ -299,8 +305,6 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
         event_time = start
         if _text(fields.get("suspicious")) not in ("", "0"):
             flags = ("suspicious",)
-        start_text = start.strftime("%H%M%S.") + f"{start.microsecond // 1000:03d}"
-        start_text = f"{start.year:04d}{start.month:02d}{start.day:02d}T{start_text}"
     else:
         o = _number(fields, "open", required=True)
         h = _number(fields, "high", required=True)
@@ -314,10 +318,8 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
             grammar.check_event_time(dt.datetime.combine(day, dt.time(), dt.timezone.utc),
                                      "1d", limits)
             event_time, flags = get_calendar(inst.calendar).session_close(day)
-            start_text = f"{day.year:04d}{day.month:02d}{day.day:02d}"
         else:
             event_time = start + dt.timedelta(seconds=INTERVALS[interval] or 0)
-            start_text = f"{start.year:04d}{start.month:02d}{start.day:02d}T{start:%H%M%S}"
     if interval != "1d":
         tz = get_calendar(inst.calendar).tz
         day = start.astimezone(tz).date()
@@ -331,7 +333,8 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
         flags = (*flags, "unknown_instrument")
     return PriceEvent(
         schema_version=SCHEMA_VERSION,
-        event_id=make_event_id(source, inst.instrument_id, interval, start_text, sequence),
+        event_id=make_event_id(source, inst.instrument_id, interval,
+                               event_start_text(interval, day, event_time), sequence),
         instrument_id=inst.instrument_id,
         symbol=inst.symbol,
         source=source,

@@ -14,7 +14,7 @@ import pytest
 from miraikakaku import grammar
 from miraikakaku.grammar import EventLimits, FieldError
 from miraikakaku.instruments import load_master
-from miraikakaku.schema import PriceEvent
+from miraikakaku.schema import PriceEvent, event_id_of
 from transforms.messages import parse_message
 from transforms.parsing import parse_fields
 
@@ -193,6 +193,45 @@ def test_the_stream_parser_applies_the_same_grammar(changes, reason):
     with pytest.raises(ValueError) as e:
         parse_message(_wire(**changes), {})
     assert e.value.args[0] == reason
+
+
+@pytest.mark.parametrize("changes", [
+    {"event_id": "x"}, {"event_id": "sp500_5yr/XNAS:AAPL/1d/20180208/0"},
+    {"sequence": 1}, {"session_date": "2018-02-06"},
+    {"event_id": "SP500_5YR/XNAS:AAPL/1d/20180207/0"},
+    {"instrument_id": "XNAS:MSFT"},
+])
+def test_a_message_must_carry_its_own_event_id(changes):
+    """Ids key deduplication and the store: an id its fields do not give would split one event
+    into two rows, or merge two events into one."""
+    with pytest.raises(ValueError) as e:
+        parse_message(_wire(**changes), {})
+    assert e.value.args[0] == "bad_event_id"
+
+
+def test_a_key_given_twice_is_bad_json():
+    data = _wire().replace(b'"close":', b'"close":1.0,"close":', 1)
+    assert data.count(b'"close":') == 2
+    with pytest.raises(ValueError) as e:
+        parse_message(data, {})
+    assert e.value.args[0] == "bad_json" and "twice" in e.value.args[1]
+
+
+def test_event_ids_spell_times_in_utc_whatever_the_offset():
+    tick = {"symbol": "IBM", "price": "185.5", "size": "100", "sequence": "7"}
+    a = parse_fields({**tick, "date": "2013-10-07T09:30:00.270-04:00"}, default_source="lean",
+                     master=M, interval="tick")
+    b = parse_fields({**tick, "date": "2013-10-07T13:30:00.270Z"}, default_source="lean",
+                     master=M, interval="tick")
+    assert a.event_id == b.event_id == "lean/XNYS:IBM/tick/20131007T133000.270/7"
+    bar = {"symbol": "IBM", "open": "185", "high": "186", "low": "184", "close": "185.5",
+           "volume": "100"}
+    m1 = parse_fields({**bar, "date": "2013-10-07T09:30:00-04:00"}, default_source="lean",
+                      master=M, interval="1m")
+    m2 = parse_fields({**bar, "date": "2013-10-07T13:30:00+00:00"}, default_source="lean",
+                      master=M, interval="1m")
+    assert m1.event_id == m2.event_id == "lean/XNYS:IBM/1m/20131007T133000/0"
+    assert event_id_of(m1) == m1.event_id and event_id_of(a) == a.event_id
 
 
 def test_the_stream_parser_canonicalizes_like_the_file_parser():
