@@ -12,7 +12,8 @@ Where dead letters are:
   the replayed originals on the dead-letter subscription so they are not redriven twice.
 
 Each exported line is the dead letter as the pipeline wrote it: ``dead_letter_id``, ``step``,
-``reason``, ``detail``, ``payload``, ``origin``, ``event_time``.
+``reason``, ``detail``, ``payload``, ``origin``, ``event_time``, ``position`` (``line:<n>``,
+``row:<n>`` or ``message:<id>``: where in ``origin`` the record was).
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def run_command(args: argparse.Namespace) -> int:
             store = SqliteServingStore(args.store or get_settings().store_path, read_only=True)
             records = [{"dead_letter_id": d.dead_letter_id, "step": d.step, "reason": d.reason,
                         "detail": d.detail, "payload": d.payload, "origin": d.origin,
-                        "event_time": d.event_time.isoformat() if d.event_time else None}
+                        "event_time": d.event_time.isoformat() if d.event_time else None,
+                        "position": d.position}
                        for d in store.get_dead_letters(reason=args.reason, limit=args.limit)]
         if args.reason:
             records = [r for r in records if r.get("reason") == args.reason]

@@ -219,7 +219,9 @@ class PriceOptions(PipelineOptions):
 class RunSummary:
     """What a run did (from Beam counters; times in seconds).
 
-    ``bars_stored`` counts input events written to the store (bars and trades);
+    ``bars_stored`` counts input events written to the store (bars and trades; a stream's
+    correction that rewrites an already stored bar is a conflicting duplicate, not a second
+    bar: ``DeduplicateEvents/rewrites`` is subtracted);
     ``derived_bars`` the final minute and session bars aggregated from trades (streaming).
 
     ``reconciled`` is True when ``events_read == bars_stored + parse_dead_letters +
@@ -645,7 +647,8 @@ def _summarize(counters: dict[tuple[str, str], int], r: _Resolved, wall: float) 
         model=f"{r.model_name}/{r.model_version}" if r.model_version else None,
         events_read=get("ParseEvents", "events_read"),
         bars_stored=get(w, "PriceEvent") - get("AggregateTrades", "minute_bars")
-        - get("AggregateTrades", "session_bars") - get("AggregateTrades", "provisional_bars"),
+        - get("AggregateTrades", "session_bars") - get("AggregateTrades", "provisional_bars")
+        - get("DeduplicateEvents", "rewrites"),
         derived_bars=get("AggregateTrades", "minute_bars") + get("AggregateTrades", "session_bars"),
         flagged_bars=get(w, "flagged_bars"),
         duplicates=get("DeduplicateEvents", "duplicates")

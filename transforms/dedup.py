@@ -17,7 +17,8 @@ reconciles.
   Pub/Sub message is settled at once, ``transforms.pubsub_ack``); a repeat with other content
   is a correction, decided by the same policy: the later revision (the later publish time, then
   message id) goes on whichever arrived first, the other leaves as a ``SupersededRevision``
-  (counted in ``conflicting_duplicates`` and ``duplicates``). Each bucket's state is dropped
+  (counted in ``conflicting_duplicates`` and ``duplicates``; when the later revision arrives
+  second it rewrites the stored bar, counted in ``rewrites``). Each bucket's state is dropped
   ``horizon_seconds`` after its first event (processing time); later repeats are absorbed by
   the idempotent sinks (row keys and insert ids are the event's).
 
@@ -87,6 +88,7 @@ class _DeduplicateInBucketFn(beam.DoFn):
         self._horizon = horizon_seconds
         self._dups = progress.counter("DeduplicateEvents", "duplicates")
         self._conflicts = progress.counter("DeduplicateEvents", "conflicting_duplicates")
+        self._rewrites = progress.counter("DeduplicateEvents", "rewrites")
 
     def process(self, element, seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
@@ -113,6 +115,7 @@ class _DeduplicateInBucketFn(beam.DoFn):
             kept[event.event_id] = event
             seen.write(kept)
             yield beam.pvalue.TaggedOutput(self.REVISIONS, SupersededRevision(old, _where(event)))
+            self._rewrites.inc()  # the stored bar is written again: one row, not two
             yield event
         else:
             yield beam.pvalue.TaggedOutput(self.REVISIONS, SupersededRevision(event, _where(old)))

@@ -346,7 +346,8 @@ def _dead_letter_message(dl):
 
     body = {"dead_letter_id": dl.dead_letter_id, "step": dl.step, "reason": dl.reason,
             "detail": dl.detail, "payload": dl.payload, "origin": dl.origin,
-            "event_time": dl.event_time.isoformat() if dl.event_time else None}
+            "event_time": dl.event_time.isoformat() if dl.event_time else None,
+            "position": dl.position}
     return PubsubMessage(json.dumps(body).encode(), {
         "dead_letter_id": dl.dead_letter_id, "step": dl.step, "reason": dl.reason})
 
