@@ -19,7 +19,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
-__all__ = ["free_port", "running_emulator", "wait_for_port"]
+__all__ = ["drain", "free_port", "running_emulator", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -27,6 +27,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def drain(subscription: str, timeout: float = 10.0) -> list:
+    """Pull and acknowledge every message waiting on ``subscription`` (a full path), until a
+    pull waits ``timeout`` seconds for nothing.
+
+    Returns:
+        The ``google.pubsub_v1.PubsubMessage``s, in the order pulled.
+    """
+    from google.cloud import pubsub_v1
+
+    sub = pubsub_v1.SubscriberClient()
+    out: list = []
+    try:
+        while True:
+            try:
+                resp = sub.pull(subscription=subscription, max_messages=100, timeout=timeout,
+                                retry=None)
+            except Exception:  # noqa: BLE001 - DeadlineExceeded: nothing waiting
+                return out
+            if not resp.received_messages:
+                return out
+            out += [m.message for m in resp.received_messages]
+            sub.acknowledge(subscription=subscription,
+                            ack_ids=[m.ack_id for m in resp.received_messages])
+    finally:
+        sub.close()
 
 
 def wait_for_port(host: str, timeout: float = 60.0) -> None:

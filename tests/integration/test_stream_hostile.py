@@ -24,27 +24,13 @@ from miraikakaku.settings import Settings
 from pipelines.prices import run
 from stores.bigtable import BigtableServingStore
 from tests.conftest import SHARED
+from tests.emulators import drain
 from tests.hostile_stream import build
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
 TICKS = SHARED / "normalized" / "us_tick_trades_lean.normalized.csv.gz"
 START = dt.datetime(2013, 10, 7, 14, 0, tzinfo=UTC)
-
-
-def _pull_all(subscription: str) -> list:
-    sub = pubsub_v1.SubscriberClient()
-    out = []
-    try:
-        while True:
-            resp = sub.pull(subscription=subscription, max_messages=100, timeout=10)
-            if not resp.received_messages:
-                return out
-            out += [m.message for m in resp.received_messages]
-            sub.acknowledge(subscription=subscription,
-                            ack_ids=[m.ack_id for m in resp.received_messages])
-    finally:
-        sub.close()
 
 
 def test_every_hostile_message_meets_its_fate_in_bigtable_and_the_dead_letter_topic(
@@ -86,7 +72,7 @@ def test_every_hostile_message_meets_its_fate_in_bigtable_and_the_dead_letter_to
         handle.cancel()
 
     # the dead-letter topic: each dead message once, with its reason
-    letters = [json.loads(m.data) for m in _pull_all(dl_sub)]
+    letters = [json.loads(m.data) for m in drain(dl_sub)]
     by_case = collections.defaultdict(list)
     for d in letters:
         kind, _, message_id = d["position"].partition(":")

@@ -23,6 +23,7 @@ from miraikakaku.schema import PriceEvent
 from pipelines.prices import run
 from stores.bigtable import BigtableServingStore
 from tests.conftest import SHARED
+from tests.emulators import drain
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
@@ -68,21 +69,6 @@ def _wait(handle, done, timeout: float):
             return s
         time.sleep(2)
     raise AssertionError(f"stream did not finish in {timeout:.0f} s: {handle.summary()}")
-
-
-def _pull_all(subscription: str) -> list:
-    sub = pubsub_v1.SubscriberClient()
-    out = []
-    try:
-        while True:
-            resp = sub.pull(subscription=subscription, max_messages=100, timeout=10)
-            if not resp.received_messages:
-                return out
-            out += [m.message for m in resp.received_messages]
-            sub.acknowledge(subscription=subscription,
-                            ack_ids=[m.ack_id for m in resp.received_messages])
-    finally:
-        sub.close()
 
 
 def _ticks_in_bigtable(store: BigtableServingStore) -> list[str]:
@@ -132,13 +118,13 @@ def test_first_hour_of_ibm_reconciles_with_dead_letters_and_redrive(gcp, tmp_pat
         keys = _ticks_in_bigtable(store)
         assert sorted(keys) == sorted(rowkeys.event_key(t) for t in trades)
         # the dead-letter topic carries each with its reason
-        dls = [json.loads(m.data) for m in _pull_all(dl_sub)]
+        dls = [json.loads(m.data) for m in drain(dl_sub)]
         assert sorted(d["reason"] for d in dls) == sorted(
             ["bad_json", "attribute_mismatch", "bad_encoding", "non_positive_price"])
         # the per-event alert fired on the trades that crossed; the price flapped around the
         # level, and every firing carries the same alert id (per rule, instrument and day), so
         # consumers and the store keep one alert
-        alerts = [json.loads(m.data) for m in _pull_all(alerts_sub)]
+        alerts = [json.loads(m.data) for m in drain(alerts_sub)]
         fired = [a for a in alerts if a["rule_id"] == "ibm-dips"]
         assert fired and {a["alert_id"] for a in fired} == {"ibm-dips/XNYS:IBM/20131007"}
         assert len(store.get_alerts(instrument_id="XNYS:IBM")) == 1

@@ -103,8 +103,12 @@ def test_blocked_rows_are_dead_lettered_with_the_rule_and_flags_and_results_add_
     out = (p | beam.Create(inputs)
            | ValidateWithSuite(batch_size=400, run_id="test-run", window_seconds=WEEK))
     assert_that(out.events, equal_to(expected_events), label="Events")
-    assert_that(out.dead_letters | beam.Map(lambda d: (d.step, d.reason, d.payload, d.origin)),
-                equal_to([("ValidateEvents", k, v.to_json(), "sp500_5yr")
+    # a blocked event's dead letter says where it was read: its file and line
+    assert all(v.provenance[0].endswith(".csv") and v.provenance[1].startswith("line:")
+               for v in blocked.values())
+    assert_that(out.dead_letters | beam.Map(lambda d: (d.step, d.reason, d.payload, d.origin,
+                                                       d.position)),
+                equal_to([("ValidateEvents", k, v.to_json(), *v.provenance[:2])
                           for k, v in blocked.items()]), label="DeadLetters")
 
     def check_detail(letters):
