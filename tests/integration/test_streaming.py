@@ -7,6 +7,7 @@ reconciliation: published = stored + dead-lettered + duplicates.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -16,7 +17,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from collector.files import events_from_file
-from collector.publisher import make_publisher, publish_events
+from collector.publisher import build_message, make_publisher, publish_events
 from miraikakaku import rowkeys
 from miraikakaku.resources import init_gcp
 from miraikakaku.schema import PriceEvent
@@ -90,13 +91,15 @@ def test_first_hour_of_ibm_reconciles_with_dead_letters_and_redrive(gcp, tmp_pat
     publisher = make_publisher()
     report = publish_events(trades + trades[100:150], topic, publisher=publisher)
     assert report.published == len(trades) + 50 and report.failed == 0
-    bad = [(b"{not json", {"event_time": "2013-10-07T13:40:00.000Z"}),
+    # the malformed message is a real trade after the hour whose data got mangled; its
+    # attributes are the collector's, so the fixed data redriven with them agrees
+    redo, zero = _trades(SESSION_OPEN + dt.timedelta(hours=1),
+                         SESSION_OPEN + dt.timedelta(hours=1, minutes=5), limit=2)
+    bad = [(b"{not json", dict(build_message(redo).attributes)),
            (trades[0].to_json().encode(), {"event_time": "2013-10-07T13:30:00.000Z",
                                            "symbol": "MSFT"}),  # attribute mismatch
            (b"\xff\xfe", {"event_time": "2013-10-07T13:41:00.000Z"})]
-    blocked = PriceEvent.from_json(trades[5].to_json().replace(
-        f'"close":{trades[5].close}', '"close":0.0').replace(
-        trades[5].event_id, trades[5].event_id + "x"))
+    blocked = dataclasses.replace(zero, close=0.0)  # another real trade, its price zeroed
     raw = pubsub_v1.PublisherClient()
     for data, attrs in bad:
         raw.publish(topic, data, **attrs).result()
@@ -131,11 +134,9 @@ def test_first_hour_of_ibm_reconciles_with_dead_letters_and_redrive(gcp, tmp_pat
         # redrive: fix the malformed JSON message and publish it again
         from miraikakaku.deadletters import replay_records
 
-        fixed_event = PriceEvent.from_json(trades[-1].to_json().replace(
-            trades[-1].event_id, trades[-1].event_id + "-redriven"))
         record = next(d for d in dls if d["reason"] == "bad_json")
         envelope = json.loads(record["payload"])
-        envelope["data"] = fixed_event.to_json()
+        envelope["data"] = redo.to_json()
         record["payload"] = json.dumps(envelope)
         n, failed = replay_records([record], topic)
         assert (n, failed) == (1, [])
