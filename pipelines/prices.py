@@ -203,8 +203,9 @@ class PriceOptions(PipelineOptions):
                  "rows to the analytics store / BigQuery); 'basic' the per-event checks of "
                  "transforms.validation; 'off' no validation (benchmarks only: nothing is "
                  "blocked). Default: suite, except basic for --subscription on the "
-                 "DirectRunner (its Pub/Sub bundles hold ~10 messages, so a GX call, ~0.1-1 s, "
-                 "per 10 events would dominate the stream).")
+                 "DirectRunner (its Pub/Sub bundles hold what one pull returns, often a few "
+                 "messages and at most 500, so a GX call, ~0.1-1 s, per bundle would dominate "
+                 "the stream).")
         parser.add_argument("--validation_batch_size", type=int, default=20000,
                             help="Rows per great-expectations validation call (a call costs "
                                  "~0.1-1 s whatever its size: benchmarks/quality_validation.py). "

@@ -20,7 +20,7 @@ How it runs (bounded files and the unbounded Pub/Sub stream alike):
    lateness downstream); and on bounded input on the DirectRunner its end-of-window flush
    reaches downstream GroupByKeys after they completed (AssertionError in the bundle-based
    runner, lost outputs under TestPipeline). So: ``BatchElements``, and ``miraikakaku run
-   --subscription`` on the DirectRunner (Pub/Sub bundles of ~10 messages) keeps
+   --subscription`` on the DirectRunner (a bundle per Pub/Sub pull, often a few messages) keeps
    ``--validation basic`` unless told otherwise. The GX result does not depend on the
    batching: every in-stream rule is row-level (below).
 3. ``ValidateBatches`` (``_ValidateBatchFn``): one ``quality.validate.validate_frame`` call per

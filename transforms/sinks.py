@@ -224,9 +224,10 @@ def _bigtable_client(project: str):
     """One ``google.cloud.bigtable.Client`` per project (and emulator host) and process.
 
     The DirectRunner calls ``DoFn.setup`` and ``teardown`` around every bundle (Beam 2.74
-    ``transform_evaluator._ParDoEvaluator``), and its Pub/Sub source makes bundles of at most
-    10 messages, so a client per ``setup`` meant a new gRPC channel and a credentials lookup per
-    10 messages. The client is thread-safe; on Dataflow ``setup`` runs once per DoFn instance
+    ``transform_evaluator._ParDoEvaluator``), and its Pub/Sub source makes a bundle of each pull
+    (Beam's reader: at most 10 messages; ``transforms.pubsub_ack``: at most 500, often a few),
+    so a client per ``setup`` meant a new gRPC channel and a credentials lookup per few
+    messages. The client is thread-safe; on Dataflow ``setup`` runs once per DoFn instance
     and this only shares a client between instances of a worker process.
     """
     import os
@@ -302,7 +303,7 @@ class WriteToBigtableStore(beam.PTransform):
 
     Why not Beam's ``WriteToBigTable``: its DoFn builds a new ``MutationsBatcher`` in every
     ``start_bundle``; each batcher starts a flush-timer thread and a thread pool and registers
-    an atexit hook. The DirectRunner's Pub/Sub source makes bundles of 10 messages, so a
+    an atexit hook. Beam's DirectRunner Pub/Sub source made bundles of 10 messages, so a
     10,000-message burst meant about 1,000 batchers per table: thousands of thread starts, each
     waiting for the GIL under load, and a growing thread count. Profiled here on a 3,000-message
     run (Bigtable and Pub/Sub emulators): 41 % of the executor's samples were in
