@@ -40,7 +40,7 @@ from miraikakaku.settings import Settings
 from pipelines.prices import run
 from stores.bigtable import BigtableServingStore
 from tests.conftest import SHARED
-from tests.emulators import free_port
+from tests.emulators import drain, free_port
 
 pytestmark = pytest.mark.integration
 UTC = dt.timezone.utc
@@ -112,29 +112,9 @@ def _tick_keys(store: BigtableServingStore) -> list[str]:
         start_key=lo, end_key=hi, filter_=_KEYS_ONLY)]
 
 
-def _pull_all(subscription: str, timeout: float = 5.0) -> list:
-    """Pull and acknowledge everything waiting; returns the messages."""
-    sub = pubsub_v1.SubscriberClient()
-    out = []
-    try:
-        while True:
-            try:
-                resp = sub.pull(subscription=subscription, max_messages=100, timeout=timeout,
-                                retry=None)
-            except Exception:  # noqa: BLE001 - DeadlineExceeded: nothing waiting
-                return out
-            if not resp.received_messages:
-                return out
-            out += [m.message for m in resp.received_messages]
-            sub.acknowledge(subscription=subscription,
-                            ack_ids=[m.ack_id for m in resp.received_messages])
-    finally:
-        sub.close()
-
-
 def _assert_drained(subscription: str) -> None:
     """Nothing is redelivered after the ack deadline: every message was acknowledged."""
-    left = _pull_all(subscription, timeout=ACK_DEADLINE + 3)
+    left = drain(subscription, timeout=ACK_DEADLINE + 3)
     assert left == [], f"{len(left)} messages were never acknowledged"
 
 
@@ -151,7 +131,7 @@ def _reconcile(store: BigtableServingStore, dl_check: str, trades: list[PriceEve
     want = sorted(r for _, _, r in BAD_MESSAGES) if bad else []
     assert sorted(d.reason for d in dead) == want
     topic = {json.loads(m.data)["dead_letter_id"]: json.loads(m.data)["reason"]
-             for m in _pull_all(dl_check)}  # a redelivered message may publish it twice
+             for m in drain(dl_check, timeout=5.0)}  # a redelivered message may publish it twice
     assert sorted(topic.values()) == want
     repeats = len(trades) - len({t.event_id for t in trades})
     assert published == len(keys) + len(dead) + repeats
