@@ -15,8 +15,8 @@ from typing import Protocol, runtime_checkable
 from miraikakaku.instruments import Instrument
 from miraikakaku.schema import AlertEvent, DeadLetter, Prediction
 
-__all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "ServingStore", "NEIGHBOUR_FLAGS",
-           "EVENT_FLAGS"]
+__all__ = ["BarFlag", "BarRow", "QuoteRow", "PredictionRow", "RevisionRow", "ServingStore",
+           "NEIGHBOUR_FLAGS", "EVENT_FLAGS"]
 
 NEIGHBOUR_FLAGS = frozenset({"gap", "large_move", "history_reset", "source_switch",
                              "split_candidate"})
@@ -67,6 +67,31 @@ class BarRow:
     adj_close: float | None
     currency: str
     flags: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisionRow:
+    """A superseded revision of a stored bar or trade (the correction policy, README "Block or
+    flag"), as read back: what was read, where, and what replaced it.
+
+    Attributes:
+        row_key: the bar's row key (``miraikakaku.rowkeys.event_key``).
+        source: the bar's source.
+        event_id: the event id both revisions share.
+        payload: the superseded revision as JSON (``PriceEvent.to_json`` when the pipeline
+            superseded it; its stored prices and event time when a later run's write did).
+        origin, position: where the superseded revision was read (file and ``line:<n>``,
+            subscription and ``message:<id>``; ``serving store`` for a bar a later run replaced).
+        superseded_by: where the winning revision was read (or ``a later ingest``).
+    """
+
+    row_key: str
+    source: str
+    event_id: str
+    payload: str
+    origin: str
+    position: str
+    superseded_by: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +165,12 @@ class ServingStore(Protocol):
     def get_dead_letters(self, *, reason: str | None = None,
                          limit: int = 1_000) -> list[DeadLetter]:
         """Dead letters, optionally of one reason."""
+
+    def get_bar_revisions(self, instrument_id: str, *, interval: str = "1d",
+                          start: dt.date | None = None, end: dt.date | None = None,
+                          source: str | None = None, limit: int = 1_000) -> list[RevisionRow]:
+        """Superseded revisions of the bars with ``start <= session date <= end``, in row-key
+        and source order (at most ``limit``)."""
 
     def ping(self) -> bool:
         """Cheap health check: True when the store answers (no table scans)."""

@@ -94,7 +94,7 @@ from miraikakaku.tracking import (
     PerformanceSummary,
     summarize_performance,
 )
-from stores.base import EVENT_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow
+from stores.base import EVENT_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow, RevisionRow
 
 __all__ = [
     "TABLES",
@@ -864,6 +864,31 @@ class BigtableServingStore:
         return sorted(summarize_performance(rows, by_instrument=False),
                       key=lambda s: (s.model_name, int(s.model_version)
                                      if s.model_version.isdigit() else 0, s.model_version))
+
+    def get_bar_revisions(self, instrument_id: str, *, interval: str = "1d",
+                          start: dt.date | None = None, end: dt.date | None = None,
+                          source: str | None = None, limit: int = 1_000) -> list[RevisionRow]:
+        """Superseded revisions: family ``rev`` of the bars' rows (qualifier
+        ``{source}:{sha1 of the payload}``), in row-key, source and payload-hash order."""
+        import json
+
+        lo = rowkeys.bar_key(instrument_id, interval, start or dt.date(1, 1, 1))
+        hi = rowkeys.bar_key(instrument_id, interval, end or dt.date(9999, 12, 31))
+        qualifier = None if source is None else re.escape(source) + r":\C*"
+        out: list[RevisionRow] = []
+        for row in self._tables[PRICES].read_rows(start_key=lo.encode(), end_key=_after(hi),
+                                                  filter_=self._filter("rev", qualifier)):
+            key = row.row_key.decode()
+            for q, cells in sorted(row.cells.get("rev", {}).items()):
+                body = json.loads(cells[0].value)
+                payload = body["payload"]
+                out.append(RevisionRow(key, q.decode().rsplit(":", 1)[0],
+                                       json.loads(payload).get("event_id", ""), payload,
+                                       body.get("origin", ""), body.get("position", ""),
+                                       body.get("superseded_by", "")))
+            if len(out) >= limit:
+                break
+        return out[:limit]
 
     def ping(self) -> bool:
         """Cheap health check: a point read of a key that never exists answers."""

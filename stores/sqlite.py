@@ -41,7 +41,7 @@ from miraikakaku.tracking import (
     summary_from_sums,
 )
 from notifier.events import TOPIC_ALERTS, TOPICS, encode_event, event_id_of, message_id
-from stores.base import NEIGHBOUR_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow
+from stores.base import NEIGHBOUR_FLAGS, BarFlag, BarRow, PredictionRow, QuoteRow, RevisionRow
 
 __all__ = ["SqliteServingStore", "open_store", "STORE_SCHEMA_VERSION"]
 
@@ -430,6 +430,22 @@ class SqliteServingStore:
         params.append(limit)
         return [DeadLetter(*r[:5], _parse_ts(r[5]) if r[5] else None, r[6])
                 for r in self._conn().execute(sql, params)]
+
+    def get_bar_revisions(self, instrument_id: str, *, interval: str = "1d",
+                          start: dt.date | None = None, end: dt.date | None = None,
+                          source: str | None = None, limit: int = 1_000) -> list[RevisionRow]:
+        lo = rowkeys.bar_key(instrument_id, interval, start or dt.date(1, 1, 1))
+        hi = rowkeys.bar_key(instrument_id, interval, end or dt.date(9999, 12, 31))
+        lo, hi = rowkeys.scan_range(lo, hi)
+        sql = ("SELECT row_key, source, event_id, payload, origin, position, superseded_by "
+               "FROM bar_revisions WHERE row_key >= ? AND row_key < ?")
+        params: list[object] = [lo, hi]
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        sql += " ORDER BY row_key, source, recorded_at, payload LIMIT ?"
+        params.append(limit)
+        return [RevisionRow(*r) for r in self._conn().execute(sql, params)]
 
     def ping(self) -> bool:
         """Cheap health check: the store answers a query (no table scans)."""

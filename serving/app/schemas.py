@@ -175,6 +175,29 @@ class BarsPublic(_Public):
         default=None, description="Cursor of the next page (pass as `cursor`); null at the end.")
 
 
+class RevisionPublic(_Public):
+    """A superseded revision of a bar (the correction policy: the later revision of an event id
+    is served; the earlier ones are kept and listed here)."""
+
+    row_key: str
+    source: str
+    event_id: str
+    payload: dict = Field(description="The superseded revision as it was read (its JSON).")
+    origin: str = Field(description="Where it was read: a file, a subscription, or "
+                                    "'serving store' for a bar a later run replaced.")
+    position: str = Field(description="Where in origin: line:<n>, row:<n>, message:<id>.")
+    superseded_by: str = Field(description="Where the served revision was read.")
+
+
+class RevisionsPublic(_Public):
+    """Superseded revisions of one instrument's bars, in time order."""
+
+    instrument_id: str
+    symbol: str
+    data: list[RevisionPublic]
+    count: int
+
+
 class PredictionPublic(_Public):
     """A forecast of the next session's close."""
 

@@ -522,3 +522,40 @@ def test_api_pages_bars_from_the_bigtable_store(stores, tmp_path):
         assert c.get("/v1/symbols/AAPL/bars", params={"cursor": "bm90LWEtY3Vyc29y"},
                      headers=headers).status_code == 422
         assert c.get("/readyz").json()["checks"]["store"] == "ok"
+
+
+def test_superseded_revisions_read_back_alike_from_both_stores(bigtable_emulator, records,
+                                                               tmp_path):
+    """A correction's earlier revisions (SupersededRevision) are kept beside the bar and read
+    back the same from SQLite (table bar_revisions) and Bigtable (family rev)."""
+    from miraikakaku.schema import SupersededRevision
+
+    bars = [e for e in records.of(AAPL) if e.interval == "1d"][:3]
+    first = dataclasses.replace(bars[1], close=bars[2].close,
+                                provenance=("v1.csv", "line:3", ""))
+    second = dataclasses.replace(bars[1], open=bars[0].open,
+                                 provenance=("v1.csv", "line:4", ""))
+    revisions = [SupersededRevision(first, "v2.csv line:3"),
+                 SupersededRevision(second, "v2.csv line:3")]
+    sqlite = SqliteServingStore(tmp_path / "s.db", source_priority=PRIORITY)
+    bigtable = new_bigtable_store()
+    try:
+        for s in (sqlite, bigtable):
+            assert s.write_batch([*bars, *revisions]) == len(bars) + 2
+            assert s.write_batch(revisions) == 2  # a replay adds nothing
+        day = bars[1].session_date
+        got = {name: s.get_bar_revisions(AAPL, start=day, end=day)
+               for name, s in (("sqlite", sqlite), ("bigtable", bigtable))}
+        assert sorted(got["sqlite"], key=lambda r: r.payload) == sorted(
+            got["bigtable"], key=lambda r: r.payload)
+        assert {(r.payload, r.origin, r.position, r.superseded_by, r.event_id)
+                for r in got["sqlite"]} == {
+            (e.to_json(), "v1.csv", e.provenance[1], "v2.csv line:3", e.event_id)
+            for e in (first, second)}
+        assert bigtable.get_bar_revisions(AAPL, start=bars[0].session_date,
+                                          end=bars[0].session_date) == []
+        assert bigtable.get_bar_revisions(AAPL, source="chart0") == []
+        assert bigtable.counts()["bar_revisions"] == sqlite.counts()["bar_revisions"] == 2
+    finally:
+        sqlite.close()
+        bigtable.close()

@@ -112,6 +112,44 @@ def test_a_rerun_with_a_corrected_bar_replaces_value_and_flags_and_keeps_history
             f"SELECT open, flags FROM miraikakaku.daily_bars WHERE instrument_id = 'XNAS:AAPL' "
             f"AND session_date = DATE '{target[1]}'")
     assert list(df["open"]) == [float(target[2])]
+    # the API serves the corrected bar and lists what it replaced
+    from fastapi.testclient import TestClient
+
+    from serving.app.main import create_app
+    from tests.api.conftest import authorize
+
+    with TestClient(create_app(settings.model_copy(update={"env": "test"}))) as client:
+        authorize(client, "analyst")
+        bar = client.get(f"/v1/symbols/AAPL/bars?start={target[1]}&end={target[1]}").json()
+        assert [b["open"] for b in bar["data"]] == [float(target[2])]
+        rev = client.get(f"/v1/symbols/AAPL/revisions?start={target[1]}&end={target[1]}")
+        assert rev.status_code == 200, rev.text
+        (r,) = rev.json()["data"]
+        assert (r["payload"]["open"], r["source"], r["superseded_by"]) == (
+            float(flawed[2]), "sp500_5yr", "a later ingest")
+        other = client.get("/v1/symbols/AAPL/revisions?start=2000-01-01&end=2000-12-31").json()
+        assert other["data"] == [] and other["count"] == 0
+
+
+def test_within_a_file_the_api_lists_the_earlier_line_as_superseded(aapl, tmp_path):
+    header, rows = aapl
+    target = rows[10]
+    earlier = [*target]
+    earlier[5] = rows[11][5]  # the next session's real close
+    settings = Settings(env="test", data_dir=tmp_path / "var")
+    path = write_csv(tmp_path / "prices.csv", header, [*rows[:10], earlier, target, *rows[11:]])
+    run(["--input", str(path), *ARGS], settings=settings)
+    from fastapi.testclient import TestClient
+
+    from serving.app.main import create_app
+    from tests.api.conftest import authorize
+
+    with TestClient(create_app(settings)) as client:
+        authorize(client, "analyst")
+        (r,) = client.get(f"/v1/symbols/AAPL/revisions?start={target[1]}&end={target[1]}"
+                          ).json()["data"]
+    assert r["payload"]["close"] == float(earlier[5]) and r["position"] == "line:12"
+    assert r["superseded_by"] == f"{path.name} line:13" and r["origin"] == path.name
 
 
 def test_event_flags_cover_every_flag_an_event_can_carry():

@@ -8,13 +8,14 @@ while a malformed source name is a 422. Try it: ``curl localhost:8000/v1/symbols
 """
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from miraikakaku import rowkeys
+from miraikakaku import grammar, rowkeys
 from miraikakaku.instruments import load_master
 from serving.app.api.deps import (
     DateRangeDep,
@@ -38,6 +39,8 @@ from serving.app.schemas import (
     PredictionPublic,
     PredictionsPublic,
     QuotePublic,
+    RevisionPublic,
+    RevisionsPublic,
 )
 from serving.app.stores import run_store
 from stores.base import BarRow
@@ -189,6 +192,30 @@ async def read_bars(*, instrument: InstrumentDep, store: StoreDep, settings: Set
     return json_response(BarsPublic(
         instrument_id=instrument.instrument_id, symbol=instrument.symbol, source=chosen,
         currency=instrument.currency, data=data, count=len(data), next_cursor=next_cursor))
+
+
+@router.get("/{symbol}/revisions", response_model=RevisionsPublic,
+            summary="Superseded revisions of bars")
+async def read_revisions(*, instrument: InstrumentDep, store: StoreDep, dates: DateRangeDep,
+                         cutoff: DelayCutoffDep, source: SourceQuery = None,
+                         interval: IntervalQuery = "1d", limit: LimitQuery = 1000) -> Response:
+    """Earlier revisions of this instrument's bars that a correction replaced (``start <=
+    session_date <= end``, optionally one source), oldest first: the served bar is the latest
+    revision (``/bars``); these are what it replaced, with where each was read and what
+    superseded it (README, "Block or flag": the correction policy). Roles without
+    ``market:realtime`` do not see revisions of bars later than the quote delay allows."""
+    rows = await run_store(store.get_bar_revisions, instrument.instrument_id, interval=interval,
+                           start=dates.start, end=dates.end, source=source, limit=limit)
+    data = []
+    for r in rows:
+        payload = json.loads(r.payload)
+        if cutoff is not None and grammar.parse_timestamp(payload["event_time"]) > cutoff:
+            continue
+        data.append(RevisionPublic(row_key=r.row_key, source=r.source, event_id=r.event_id,
+                                   payload=payload, origin=r.origin, position=r.position,
+                                   superseded_by=r.superseded_by))
+    return json_response(RevisionsPublic(instrument_id=instrument.instrument_id,
+                                         symbol=instrument.symbol, data=data, count=len(data)))
 
 
 @router.get("/{symbol}/predictions", response_model=PredictionsPublic, summary="Predictions")
