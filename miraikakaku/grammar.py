@@ -21,7 +21,8 @@ Fields (README, "Block or flag"):
   log ratio of two prices finite (``math.log(PRICE_MAX / PRICE_MIN)`` ≈ 41).
 * **sequence**: ASCII digits only, ``0 ≤ n ≤ SEQUENCE_MAX`` (2^63 − 1, the signed 64-bit range
   of the stores and of BigQuery's INTEGER); parsed as an integer, never through a float (a
-  float changes integers above 2^53). Reason ``bad_sequence``.
+  float changes integers above 2^53); a bar's is 0 (``check_bar_sequence``). Reason
+  ``bad_sequence``.
 * **date** (daily bars): exactly ``YYYY-MM-DD`` (``DATE_RE``; ``YYYY/MM/DD`` is read as the same
   format with the other separator, one separator per value), nothing before or after. Reason
   ``bad_timestamp``.
@@ -71,6 +72,7 @@ __all__ = [
     "parse_price",
     "parse_volume",
     "parse_sequence",
+    "check_bar_sequence",
     "parse_date",
     "parse_timestamp",
     "check_symbol",
@@ -232,6 +234,20 @@ def parse_sequence(raw: Any) -> int:
     return raw
 
 
+def check_bar_sequence(sequence: int) -> int:
+    """A bar's sequence must be 0: a bar is identified by its start (its row key has no
+    sequence), so two bars of one session with other sequences would be one row in the store
+    and two events in the counts.
+
+    Raises:
+        FieldError: ``bad_sequence``.
+    """
+    if sequence != 0:
+        raise FieldError("bad_sequence", f"a bar's sequence must be 0 (got {sequence}): a bar "
+                         "is identified by its start")
+    return sequence
+
+
 def parse_date(raw: Any, limits: EventLimits | None = None) -> dt.date:
     """Parse a session date ``YYYY-MM-DD`` (or ``YYYY/MM/DD``), the whole field.
 
@@ -370,6 +386,8 @@ def check_event(event: Any, limits: EventLimits | None = None,
     parse_sequence(sequence)
     if not isinstance(event.interval, str) or event.interval not in INTERVALS:
         raise FieldError("bad_interval", f"unknown interval {preview(event.interval)}")
+    if event.interval != "tick":
+        check_bar_sequence(sequence)
     if not isinstance(event.instrument_id, str) or not INSTRUMENT_ID_RE.fullmatch(
             event.instrument_id):
         raise FieldError("bad_instrument",

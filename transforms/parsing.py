@@ -122,7 +122,12 @@ def _parquet_columns(path: str) -> tuple[str, ...]:
 
     try:
         with _open_binary(path) as raw:
-            names = pq.ParquetFile(raw).schema_arrow.names
+            pf = pq.ParquetFile(raw)
+            names = pf.schema_arrow.names
+            # decode every page once (as _check_gzip reads a gzip to its end), so a corrupt
+            # page fails here, before any row is read, not half-way through the run
+            for _ in pf.iter_batches(batch_size=65536):
+                pass
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise ValueError(f"{path}: not a readable Parquet file: {type(e).__name__}: {e}") from None
     return tuple(_norm_col(n) for n in names)
@@ -296,6 +301,8 @@ def parse_fields(fields: Mapping[str, Any], *, default_source: str, master: Inst
         sequence = grammar.parse_sequence(fields["sequence"])
     else:
         sequence = grammar.parse_sequence(sequence)
+    if not is_trade:
+        grammar.check_bar_sequence(sequence)
     flags: tuple[str, ...] = ()
     if is_trade:
         interval = "tick"
@@ -483,28 +490,45 @@ def read_records(spec: FileSpec) -> Iterator[tuple[str, bytes | dict]]:
                          f"{type(e).__name__}: {e}") from None
 
 
+def numbered_records(spec: FileSpec) -> Iterator[tuple[str, bytes | dict, int]]:
+    """``read_records`` with each record's default sequence number: ``(position, payload,
+    sequence)``, in file order.
+
+    Trades (a ``tick`` file, or one with a ``price`` column) get the record's position among the
+    records of its symbol in the file (0, 1, 2, ...), so trades sharing a timestamp — the Lean
+    tick file has 53,211 (symbol, millisecond) keys with more than one trade — get distinct,
+    stable event ids, and a re-read of the same file gives the same ids. A ``sequence`` column,
+    where there is one, takes precedence (``parse_fields``). Bars get 0: a bar is identified by
+    its start.
+
+    Raises:
+        ValueError: as ``read_records``.
+    """
+    trade_file = spec.interval == "tick" or "price" in (spec.columns or ())
+    symbol_first = bool(spec.columns) and spec.columns[0] == "symbol"
+    counters: dict[object, int] = {}
+    for position, payload in read_records(spec):
+        seq = 0
+        if trade_file or (isinstance(payload, dict) and "price" in payload):
+            if isinstance(payload, bytes):
+                symbol: object = payload.split(b",", 1)[0] if symbol_first else b""
+            else:
+                symbol = str(payload.get("symbol", ""))
+            seq = counters.get(symbol, 0)
+            counters[symbol] = seq + 1
+        yield position, payload, seq
+
+
 def iter_file(spec: FileSpec, master: InstrumentMaster | None = None,
               limits: EventLimits | None = None) -> Iterator[PriceEvent | DeadLetter]:
     """Parse a whole file outside Beam, yielding events and dead letters in file order.
 
-    Reads exactly what ``ReadPriceFiles`` reads (``read_records``). Trades get a per-source
-    sequence number: the row's position among the rows of its symbol in the file (0, 1, 2,
-    ...), so trades sharing a timestamp get distinct, stable event ids and a re-read of the same
-    file gives the same ids. Bars keep sequence 0.
+    Reads exactly what ``ReadPriceFiles`` reads, with the same sequence numbers
+    (``numbered_records``).
     """
     master = master or load_master()
     specs = {spec.origin: spec}
-    counters: dict[str, object] = {}
-    for position, payload in read_records(spec):
-        seq = 0
-        if spec.interval == "tick":  # bars are identified by their start; trades by sequence
-            if isinstance(payload, bytes):
-                symbol: object = payload.split(b",", 1)[0] \
-                    if spec.columns and spec.columns[0] == "symbol" else b""
-            else:
-                symbol = str(payload.get("symbol", ""))
-            seq = counters.get(symbol, 0)  # type: ignore[assignment]
-            counters[symbol] = seq + 1
+    for position, payload, seq in numbered_records(spec):
         yield _parse_one((spec.origin, position, payload), specs, master, seq, limits)
 
 
@@ -524,12 +548,17 @@ def _payload_text(payload: str | bytes | dict) -> str:
 
 def _parse_one(element: tuple, specs: Mapping[str, FileSpec], master: InstrumentMaster,
                sequence: int = 0, limits: EventLimits | None = None) -> PriceEvent | DeadLetter:
-    """``(origin, position, payload)`` (or ``(origin, payload)``) → an event or a dead letter.
+    """``(origin, position, payload[, sequence])`` (or ``(origin, payload)``) → an event or a
+    dead letter; ``sequence`` (from ``numbered_records``) overrides the argument.
 
     Never raises for a bad record: any error is that record's dead letter (an unexpected one
     with reason ``unparseable`` and the exception's type), so one row never stops a run.
     """
-    origin, position, payload = element if len(element) == 3 else (element[0], "", element[1])
+    if len(element) == 4:
+        origin, position, payload, sequence = element
+    else:
+        origin, position, payload = element if len(element) == 3 else (element[0], "",
+                                                                        element[1])
     spec = specs[origin]
     try:
         if isinstance(payload, (bytes, str)):
@@ -584,7 +613,8 @@ class _ParseEventFn(beam.DoFn):
 
 
 class ParseEvents(beam.PTransform):
-    """``PCollection[tuple[origin, position, bytes | str | dict]]`` (``ReadPriceFiles``) →
+    """``PCollection[tuple[origin, position, bytes | str | dict, sequence]]``
+    (``ReadPriceFiles``) →
     ``ParseResult(events, dead_letters)``.
 
     Args:
@@ -609,12 +639,13 @@ class ParseEvents(beam.PTransform):
 
 class _ReadRecordsFn(beam.DoFn):
     def process(self, spec: FileSpec):
-        for position, payload in read_records(spec):
-            yield spec.origin, position, payload
+        for position, payload, seq in numbered_records(spec):
+            yield spec.origin, position, payload, seq
 
 
 class ReadPriceFiles(beam.PTransform):
-    """``PBegin`` → ``PCollection[tuple[origin, position, bytes | dict]]``: the records of CSV
+    """``PBegin`` → ``PCollection[tuple[origin, position, bytes | dict, sequence]]``: the
+    records of CSV
     (optionally gzip) and Parquet files, read inside the pipeline (``read_records``: a bad byte
     or a quoted line end costs one record, never the file; never ``beam.Create`` over rows).
 

@@ -157,7 +157,7 @@ def test_the_file_parser_uses_the_grammar():
         ("date", "2099-01-05", "future_timestamp"), ("date", "9999-12-31", "future_timestamp"),
         ("date", "0001-01-01", "before_floor"), ("symbol", "ﬀ", "bad_symbol"),
         ("open", "1e300", "out_of_range"), ("source", "x" * 100_000, "bad_source"),
-        ("sequence", str(2**64), "bad_sequence"),
+        ("sequence", str(2**64), "bad_sequence"), ("sequence", "1", "bad_sequence"),
     ]:
         assert _reason(parse_fields, {**AAPL, field: value}, default_source="sp500_5yr",
                        master=M) == reason, (field, value)
@@ -188,6 +188,7 @@ def _wire(**changes) -> bytes:
     ({"instrument_id": "XNAS:AAPL#1d"}, "bad_instrument"), ({"interval": "2d"}, "bad_interval"),
     ({"currency": "usd"}, "bad_currency"), ({"flags": "x"}, "bad_json"),
     ({"volume": "many"}, "bad_number"), ({"schema_version": 2}, "bad_json"),
+    ({"sequence": 1}, "bad_sequence"),  # a bar is identified by its start: sequence 0
 ])
 def test_the_stream_parser_applies_the_same_grammar(changes, reason):
     with pytest.raises(ValueError) as e:
@@ -197,7 +198,7 @@ def test_the_stream_parser_applies_the_same_grammar(changes, reason):
 
 @pytest.mark.parametrize("changes", [
     {"event_id": "x"}, {"event_id": "sp500_5yr/XNAS:AAPL/1d/20180208/0"},
-    {"sequence": 1}, {"session_date": "2018-02-06"},
+    {"interval": "1h"}, {"session_date": "2018-02-06"},
     {"event_id": "SP500_5YR/XNAS:AAPL/1d/20180207/0"},
     {"instrument_id": "XNAS:MSFT"},
 ])
