@@ -42,9 +42,9 @@ from collections.abc import Iterable, Iterator
 
 __all__ = ["Alias", "Instrument", "InstrumentMaster", "load_master", "INSTRUMENT_ID_RE"]
 
-INSTRUMENT_ID_RE = re.compile(r"^[A-Z]{4,5}:[A-Z0-9.\-]{1,12}$")
-"""An exchange-qualified id: a 4-letter MIC (or ``INDEX``), a colon, the local code (an earlier
-holder of a reused ticker: ``CODE-YYYY``)."""
+INSTRUMENT_ID_RE = re.compile(r"^[A-Z]{4,5}:[A-Z0-9][A-Z0-9.\-]{0,11}$")
+"""An exchange-qualified id: a 4-letter MIC (or ``INDEX``), a colon, the local code, starting
+with a letter or digit (an earlier holder of a reused ticker: ``CODE-YYYY``)."""
 
 _SYMBOL_RE = re.compile(r"[A-Z0-9.\-^]{1,15}")
 
@@ -234,7 +234,8 @@ class InstrumentMaster:
             on: the row's date (see ``lookup``); None: today's listing.
 
         Raises:
-            ValueError: if ``symbol`` is empty or has characters no ticker has.
+            ValueError: if ``symbol`` is empty or has characters no ticker has, or is unknown
+                and gives no id matching ``INSTRUMENT_ID_RE`` by rule (``^N225``, ``-AAPL``).
         """
         found = self.lookup(symbol, on)
         if found is not None:
@@ -246,8 +247,12 @@ class InstrumentMaster:
             code = sym[:-2]
             return Instrument(f"XTKS:{code}", sym, "XTKS", "XTKS", "JPY", "Asia/Tokyo", "stock",
                               known=False)
-        return Instrument(f"{self.default_mic}:{sym}", sym, self.default_mic, "XNYS", "USD",
-                          "America/New_York", "stock", known=False)
+        iid = f"{self.default_mic}:{sym}"
+        if not INSTRUMENT_ID_RE.match(iid):  # the stream refuses such ids: so does the file
+            raise ValueError(f"invalid symbol {symbol!r}: unknown, and {iid!r} is no instrument "
+                             f"id (INSTRUMENT_ID_RE)")
+        return Instrument(iid, sym, self.default_mic, "XNYS", "USD", "America/New_York", "stock",
+                          known=False)
 
 
 def _opt_date(text: str | None) -> dt.date | None:

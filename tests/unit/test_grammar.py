@@ -158,6 +158,8 @@ def test_the_file_parser_uses_the_grammar():
         ("date", "0001-01-01", "before_floor"), ("symbol", "ﬀ", "bad_symbol"),
         ("open", "1e300", "out_of_range"), ("source", "x" * 100_000, "bad_source"),
         ("sequence", str(2**64), "bad_sequence"), ("sequence", "1", "bad_sequence"),
+        # unknown symbols that would give an id the stream refuses (INSTRUMENT_ID_RE)
+        ("symbol", "^ZZZ", "bad_symbol"), ("symbol", "-AAPL", "bad_symbol"),
     ]:
         assert _reason(parse_fields, {**AAPL, field: value}, default_source="sp500_5yr",
                        master=M) == reason, (field, value)
